@@ -1,0 +1,49 @@
+"""A strong CNN -> BiLSTM: widths 3 and 5 x 128 filters, pool 2, BiLSTM(128), max pooling, AdamW.
+
+Starting values; the final ones come from the hyperparameter search.
+
+Run:
+  python -m genre_jax.train --config configs/cnn_lstm.py --workdir runs/cnn_lstm
+"""
+
+import pathlib
+import runpy
+
+get_default_config = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))['get_config']
+
+
+def get_config():
+  config = get_default_config()
+  config.seed = 0
+  config.data.name = 'tmdb_10k'
+  config.data.max_examples = None
+  config.data.max_length = 128
+  config.data.bucket_by_length = True
+
+  m = config.model
+  m.name = 'cnn_lstm'
+  m.embed_dim = 128
+  m.embed_dropout = 0.2
+  m.conv_filters = 128
+  m.conv_kernel_sizes = (3, 5)
+  m.conv_activation = 'relu'
+  m.conv_pool_size = 2  # Halves the LSTM's sequential steps.
+  m.lstm_hidden = 128
+  m.lstm_layers = 1
+  m.bidirectional = True
+  m.pooling = 'max'
+  m.dense_size = 128
+  m.dense_activation = 'relu'
+  m.dropout = 0.4
+
+  config.pos_weight = 'none'
+  config.optimizer = 'adamw'
+  config.learning_rate = 2e-3
+  config.weight_decay = 1e-4
+  config.lr_schedule = 'cosine'
+  config.warmup_epochs = 0.5
+  config.grad_clip_norm = 1.0
+  config.num_epochs = 15
+  config.batch_size = 32
+  config.early_stopping_patience = 3
+  return config

@@ -1,0 +1,83 @@
+"""Defaults shared by every genre_jax configuration.
+
+Every other config imports this file and overrides a few fields, so each variant reads as a short
+table of what differs. The `model` section holds the union of all architectures' fields, so that
+`--config.model.name=lstm` works from any config file.
+
+Run:
+  python -m genre_jax.train --config configs/default.py --workdir runs/default
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Parameter init, dropout and shuffling.
+
+  # ---- Data -------------------------------------------------------------------------------
+  config.data = data = ml_collections.ConfigDict()
+  data.name = 'tmdb_10k'  # A registered data set; ignored when `path` is set.
+  data.path = config_dict.placeholder(str)  # Or a user file ...
+  data.format = config_dict.placeholder(str)  # ... in format tmdb_csv | allmovie_json | csv | jsonl.
+  data.text_column = 'text'  # Generic csv / jsonl only.
+  data.genre_column = 'genres'
+  data.genre_separator = ','  # Genre strings such as 'Drama,Crime'.
+  data.id_column = config_dict.placeholder(str)
+  data.title_column = config_dict.placeholder(str)
+  data.mirror = config_dict.placeholder(str)  # Overrides $GENRE_JAX_MIRROR.
+  data.max_examples = config_dict.placeholder(int)  # Use only the first N records.
+  data.split_seed = 0  # The split is fixed across training seeds.
+  data.split_sizes = (0.8, 0.1, 0.1)  # Train / validation / test.
+  data.vocab_size = 20_000  # Including the padding and out-of-vocabulary ids.
+  data.min_count = 1  # Minimum training-split frequency of a kept token.
+  data.max_length = 128  # Tokens per synopsis after truncation.
+  data.bucket_by_length = True  # Batches of similar lengths, padded to a few fixed widths.
+  data.num_buckets = 4
+
+  # ---- Model (union of all architectures' fields) ------------------------------------------
+  config.model = model = ml_collections.ConfigDict()
+  model.name = 'cnn'  # lstm | cnn | cnn_lstm | pretrained
+  model.embed_dim = 128
+  model.embed_dropout = 0.0
+  model.conv_filters = 128  # Per kernel width.
+  model.conv_kernel_sizes = (3,)  # Several widths run in parallel and are concatenated.
+  model.conv_activation = 'relu'
+  model.pooling = 'max'  # max | average | last: pooling over time (cnn; lstm outputs).
+  model.conv_pool_size = 0  # cnn_lstm: width of an optional average pooling before the LSTM.
+  model.lstm_hidden = 128
+  model.lstm_layers = 1
+  model.bidirectional = False
+  model.dense_size = 128  # Hidden dense layer before the logits; 0 = none.
+  model.dense_activation = 'relu'
+  model.dropout = 0.2
+  model.pretrained_path = config_dict.placeholder(str)  # pretrained: HF checkpoint directory.
+  model.freeze_encoder = False  # pretrained: train only the head.
+  model.encoder_pooling = 'mean'  # pretrained: mean | cls.
+
+  # ---- Loss ---------------------------------------------------------------------------------
+  config.pos_weight = 'none'  # none | balanced (neg/pos per genre, clipped) | sqrt.
+  config.pos_weight_max = 10.0
+
+  # ---- Optimisation -----------------------------------------------------------------------
+  config.optimizer = 'adamw'  # adam | adamw | sgd | rmsprop
+  config.learning_rate = 1e-3
+  config.momentum = 0.9  # sgd and rmsprop.
+  config.weight_decay = 1e-4  # adamw only.
+  config.lr_schedule = 'constant'  # constant | cosine
+  config.warmup_epochs = 0.0
+  config.grad_clip_norm = 0.0  # 0 = no clipping.
+  config.num_epochs = 10
+  config.batch_size = 32
+  config.eval_batch_size = 256
+
+  # ---- Model selection, thresholds, logging ----------------------------------------------
+  config.early_stopping_metric = 'micro_f1'  # On the validation split, at the tuned threshold.
+  config.early_stopping_patience = 3  # Epochs without improvement; 0 = never stop early.
+  config.threshold = threshold = ml_collections.ConfigDict()
+  threshold.per_genre = False  # Also tune one threshold per genre (on validation).
+  threshold.at_least_one = False  # Always predict the most probable genre.
+  config.num_examples_to_show = 5
+  config.progress_bar = True
+  return config

@@ -1,0 +1,85 @@
+"""Fixed-shape batches for jit: static batch size, a few static widths, masked padding rows.
+
+Every batch has exactly `batch_size` rows (a final partial batch is padded with rows whose
+`mask` is 0 and `index` is -1; nothing is dropped), so a jitted step compiles once per width.
+With bucketing, examples are grouped by length and each group is cut to one of a few fixed widths
+(`bucket_widths`), which saves most of the padding compute of short synopses.
+"""
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+def bucket_widths(lengths: np.ndarray, max_length: int, num_buckets: int) -> list[int]:
+  """Fixed batch widths: length quantiles rounded up to a multiple of 8, the last = max_length.
+
+  Args:
+    lengths: [n] int token counts (of the training split, so every split uses the same widths).
+    max_length: the padded length L of the token arrays.
+    num_buckets: the maximum number of widths.
+
+  Returns:
+    Sorted distinct widths (at most `num_buckets`), the last one `max_length`.
+  """
+  quantiles = np.quantile(lengths, np.arange(1, num_buckets) / num_buckets) if len(lengths) else []
+  widths = {min(max_length, max(8, -(-int(np.ceil(q)) // 8) * 8)) for q in quantiles}
+  return sorted(widths | {max_length})
+
+
+def batches(arrays, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+            bucket_by_length: bool = False, num_buckets: int = 1, pad_final: bool = True,
+            widths: Sequence[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Yields one epoch of batches of a split.
+
+  Args:
+    arrays: a `pipeline.SplitArrays` (tokens [n, L] int32, lengths [n] int32, labels [n, G]
+      float32, and `reference_lengths`, the training lengths the bucket widths come from).
+    batch_size: B.
+    shuffle: shuffle examples (within buckets) and the order of batches, with
+      `np.random.default_rng((seed, epoch))`; else examples in order, buckets by width.
+    seed, epoch: together select the shuffle.
+    bucket_by_length: cut batches to bucket widths; else every batch has width L.
+    num_buckets: number of widths when bucketing (see `bucket_widths`).
+    pad_final: pad the last partial batch (of each bucket) to B rows; if False it is shorter.
+    widths: explicit bucket widths (overrides `num_buckets` and the reference lengths).
+
+  Yields:
+    dict of numpy arrays: tokens [B, W] int32, lengths [B] int32, labels [B, G] float32,
+    mask [B] float32 (1 real, 0 padding row), index [B] int64 (row in the split, -1 padding).
+    Padding rows have tokens 0 and length 1.
+  """
+  n, max_length = arrays.tokens.shape
+  if bucket_by_length:
+    if widths is None:
+      reference = getattr(arrays, 'reference_lengths', None)
+      widths = bucket_widths(arrays.lengths if reference is None else reference, max_length,
+                             num_buckets)
+    widths = np.asarray(sorted(widths))
+    if widths[-1] < max_length:
+      widths = np.append(widths, max_length)
+    bucket = np.searchsorted(widths, arrays.lengths)  # Smallest width >= length.
+  else:
+    widths, bucket = np.asarray([max_length]), np.zeros(n, np.int64)
+  rng = np.random.default_rng((seed, epoch)) if shuffle else None
+  plan = []  # (width, example indices) per batch.
+  for b, width in enumerate(widths):
+    members = np.flatnonzero(bucket == b)
+    if rng is not None:
+      members = rng.permutation(members)
+    plan += [(int(width), members[i:i + batch_size]) for i in range(0, len(members), batch_size)]
+  if rng is not None:
+    plan = [plan[i] for i in rng.permutation(len(plan))]
+  for width, members in plan:
+    size = batch_size if pad_final else len(members)
+    index = np.full(size, -1, np.int64)
+    index[:len(members)] = members
+    real = index >= 0
+    rows = np.where(real, index, 0)
+    yield {
+        'tokens': np.where(real[:, None], arrays.tokens[rows, :width], 0).astype(np.int32),
+        'lengths': np.where(real, arrays.lengths[rows], 1).astype(np.int32),
+        'labels': np.where(real[:, None], arrays.labels[rows], 0).astype(np.float32),
+        'mask': real.astype(np.float32),
+        'index': index,
+    }

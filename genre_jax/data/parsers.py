@@ -1,0 +1,243 @@
+"""Readers that turn a data file into the common record shape.
+
+`load_records` reads any supported format and returns `(records, report)`:
+  records: DataFrame with columns id (str), title (str), text (str, stripped), genres (list[str],
+    stripped, canonical spelling as in the file, de-duplicated, order kept), in file order.
+  report: dict(source, format, n_rows, kept, dropped_no_text, dropped_no_genre,
+    duplicate_genres_removed, truncated).
+Rows without text or without any genre are dropped and counted; anything else wrong with the
+file (missing, not UTF-8, malformed, missing columns, duplicated ids, nothing left) raises a
+`DataError` whose message names the file and the place.
+"""
+
+import collections
+import dataclasses
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from genre_jax import errors
+from genre_jax.data import registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+  """Names of the source columns (CSV) or fields (JSON) that make up a record."""
+  text: str
+  genres: str
+  id: str | None = None  # None: the 1-based row number.
+  title: str | None = None  # None: ''.
+
+
+# Format -> (reader kind, default columns). Column arguments to `load_records` override these.
+_FORMATS = {
+    'tmdb_csv': ('csv', Columns(text='overview', genres='genre', id='id', title='title')),
+    'allmovie_json': ('json', Columns(text='synopsis', genres='genre', id='id', title='name')),
+    'csv': ('csv', Columns(text='text', genres='genres')),
+    'jsonl': ('json', Columns(text='text', genres='genres')),
+}
+assert set(_FORMATS) == set(registry.FORMATS)
+
+_MAX_LISTED = 5  # Examples named in an error message.
+
+
+def load_records(path: str | os.PathLike, format: str, *, text_column: str | None = None,
+                 genre_column: str | None = None, id_column: str | None = None,
+                 title_column: str | None = None, genre_separator: str = ',',
+                 max_examples: int | None = None) -> tuple[pd.DataFrame, dict]:
+  """Reads a data file into records.
+
+  Args:
+    path: the file.
+    format: one of `registry.FORMATS`. `tmdb_csv` and `allmovie_json` know their columns;
+      `csv` and `jsonl` default to text column 'text' and genre column 'genres'. `jsonl` (and
+      `allmovie_json`) accept both JSON lines and one JSON array of objects.
+    text_column, genre_column, id_column, title_column: override the format's column names.
+    genre_separator: splits a genre string such as 'Drama,Crime'; list-valued genres are used
+      as they are.
+    max_examples: keep only the first N records that survive cleaning (counted as `truncated`).
+
+  Returns:
+    (records, report) as described in the module docstring.
+
+  Raises:
+    DataError: see the module docstring.
+  """
+  if format not in _FORMATS:
+    raise errors.DataError(f'unknown data format {format!r}; choose one of '
+                           f'{", ".join(registry.FORMATS)}.')
+  kind, default = _FORMATS[format]
+  columns = Columns(text=text_column or default.text, genres=genre_column or default.genres,
+                    id=id_column or default.id, title=title_column or default.title)
+  path = Path(path)
+  text = _read_text(path)
+  frame = _parse_csv(text, path) if kind == 'csv' else _parse_json(text, path)
+  records, report = _clean(frame, columns, genre_separator, source=str(path))
+  report = {'source': str(path), 'format': format, **report}
+  if max_examples is not None:
+    if max_examples < 1:
+      raise errors.DataError(f'max_examples must be at least 1, got {max_examples}.')
+    report['truncated'] = max(0, len(records) - max_examples)
+    records = records.iloc[:max_examples].reset_index(drop=True)
+    report['kept'] = len(records)
+  return records, report
+
+
+def _read_text(path: Path) -> str:
+  """Returns the file's contents decoded as UTF-8 (a byte-order mark is skipped)."""
+  if not path.exists():
+    raise errors.DataError(f'data file not found: {path} (check the path; named data sets are '
+                           'listed by `python -m genre_jax.data --list`).')
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise errors.DataError(f'cannot read data file {path}: {e.strerror or e}.') from None
+  try:
+    return data.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b'\n') + 1
+    raise errors.DataError(
+        f'{path} is not valid UTF-8: byte {data[e.start]:#04x} at offset {e.start} (line {line}) '
+        f'cannot be decoded ({e.reason}). Convert the file to UTF-8, e.g. '
+        f'`iconv -f latin1 -t utf-8 {path.name} > fixed.{path.suffix.lstrip(".") or "txt"}`.'
+    ) from None
+
+
+def _parse_csv(text: str, path: Path) -> pd.DataFrame:
+  """Parses CSV text (quoted fields may contain line breaks); every cell is a str or NaN."""
+  try:
+    return pd.read_csv(io.StringIO(text), dtype=str)
+  except pd.errors.EmptyDataError:
+    return pd.DataFrame()
+  except (pd.errors.ParserError, ValueError) as e:
+    raise errors.DataError(f'{path} is not a well-formed CSV file: {str(e).strip()}') from None
+
+
+def _parse_json(text: str, path: Path) -> pd.DataFrame:
+  """Parses a JSON array of objects or JSON lines (one object per line, blank lines skipped)."""
+  if text.lstrip().startswith('['):
+    try:
+      rows = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise errors.DataError(f'{path} is not valid JSON: {e.msg} at line {e.lineno}, column '
+                             f'{e.colno}.') from None
+    where = lambda i: f'element {i + 1} of the JSON array'
+  else:
+    rows, lines = [], []
+    for lineno, line in enumerate(text.split('\n'), start=1):
+      if not line.strip():
+        continue
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise errors.DataError(
+            f'{path} line {lineno} is not valid JSON ({e.msg} at column {e.colno}); expected one '
+            'JSON object per line (JSON lines) or a single JSON array of objects.') from None
+      lines.append(lineno)
+    where = lambda i: f'line {lines[i]}'
+  for i, row in enumerate(rows):
+    if not isinstance(row, dict):
+      raise errors.DataError(f'{path} {where(i)} is a JSON {type(row).__name__}, expected an '
+                             'object with named fields.')
+  return pd.DataFrame(rows, dtype=object)
+
+
+def _is_missing(value) -> bool:
+  return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _parse_genres(value, separator: str) -> list[str]:
+  """A genre list or separator-joined string -> stripped, non-empty names (duplicates kept)."""
+  if _is_missing(value):
+    return []
+  if isinstance(value, str):
+    items = value.split(separator) if separator else [value]
+  elif isinstance(value, (list, tuple)):
+    items = [v for v in value if not _is_missing(v)]
+  else:
+    items = [value]
+  return [name for name in (str(v).strip() for v in items) if name]
+
+
+def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
+           source: str) -> tuple[pd.DataFrame, dict]:
+  """Selects the record columns of `frame`, drops unusable rows and checks the ids."""
+  n_rows = len(frame)
+  if n_rows == 0:
+    raise errors.DataError(f'{source} holds no records.')
+  wanted = {'text': columns.text, 'genre': columns.genres, 'id': columns.id,
+            'title': columns.title}
+  missing = [name for name in wanted.values() if name is not None and name not in frame.columns]
+  if missing:
+    expected = ', '.join(f'{role} {name!r}' for role, name in wanted.items() if name)
+    raise errors.DataError(
+        f'{source} lacks column(s) {", ".join(map(repr, missing))}. Expected columns: '
+        f'{expected}; found: {", ".join(map(repr, frame.columns))}. Choose the columns with '
+        '--text-column, --genre-column, --id-column, --title-column (config.data.*_column) and '
+        '--format csv or jsonl.')
+
+  if columns.id is None:
+    ids = [str(row) for row in range(1, n_rows + 1)]
+  else:
+    blank = [row for row, v in enumerate(frame[columns.id], start=1)
+             if _is_missing(v) or not str(v).strip()]
+    if blank:
+      raise errors.DataError(f'{source}: {len(blank)} rows have no id in column {columns.id!r} '
+                             f'(rows {_listed(blank)}; rows are 1-based, header excluded).')
+    ids = [str(v).strip() for v in frame[columns.id]]
+  _check_unique(ids, source)
+
+  titles = (frame[columns.title] if columns.title else [''] * n_rows)
+  kept = collections.defaultdict(list)
+  dropped_no_text = dropped_no_genre = duplicates = 0
+  for id_, title, text, raw_genres in zip(ids, titles, frame[columns.text],
+                                          frame[columns.genres]):
+    text = '' if _is_missing(text) else str(text).strip()
+    if not text:
+      dropped_no_text += 1
+      continue
+    genres = _parse_genres(raw_genres, separator)
+    if not genres:
+      dropped_no_genre += 1
+      continue
+    unique = list(dict.fromkeys(genres))
+    duplicates += len(genres) - len(unique)
+    kept['id'].append(id_)
+    kept['title'].append('' if _is_missing(title) else str(title).strip())
+    kept['text'].append(text)
+    kept['genres'].append(unique)
+  if not kept:
+    raise errors.DataError(
+        f'{source}: no usable records: all {n_rows} rows were dropped ({dropped_no_text} without '
+        f'text in column {columns.text!r}, {dropped_no_genre} without any genre in column '
+        f'{columns.genres!r}). Check the column names and the genre separator.')
+  records = pd.DataFrame(kept, columns=['id', 'title', 'text', 'genres'])
+  report = dict(n_rows=n_rows, kept=len(records), dropped_no_text=dropped_no_text,
+                dropped_no_genre=dropped_no_genre, duplicate_genres_removed=duplicates,
+                truncated=0)
+  return records, report
+
+
+def _check_unique(ids: list[str], source: str) -> None:
+  """Raises a `DataError` naming the duplicated ids and their 1-based rows."""
+  rows = collections.defaultdict(list)
+  for row, id_ in enumerate(ids, start=1):
+    rows[id_].append(row)
+  duplicated = {id_: r for id_, r in rows.items() if len(r) > 1}
+  if duplicated:
+    named = '; '.join(f'{id_!r} (rows {_listed(r)})'
+                      for id_, r in list(duplicated.items())[:_MAX_LISTED])
+    more = f'; and {len(duplicated) - _MAX_LISTED} more' if len(duplicated) > _MAX_LISTED else ''
+    raise errors.DataError(f'{source} has {len(duplicated)} duplicated ids: {named}{more}. Ids '
+                           'must be unique (rows are 1-based, header excluded); fix the file or '
+                           'choose another --id-column.')
+
+
+def _listed(items: list) -> str:
+  """'1, 2, 3' or '1, 2, 3, 4, 5, ... (12 in all)'."""
+  shown = ', '.join(map(str, items[:_MAX_LISTED]))
+  return shown if len(items) <= _MAX_LISTED else f'{shown}, ... ({len(items)} in all)'

@@ -1,0 +1,198 @@
+"""From a data config to arrays the trainer consumes: load, split, tokenise, encode labels.
+
+  prepared = pipeline.prepare(config.data)
+  for batch in batching.batches(prepared.train, 32, shuffle=True, seed=0, epoch=0, ...): ...
+
+`data_config` is the `config.data` section of configs/default.py (fields name, path, format,
+text_column, genre_column, id_column, title_column, mirror, max_examples, split_seed, split_sizes,
+vocab_size, min_count, max_length, bucket_by_length, num_buckets; optional genre_separator).
+"""
+
+import collections
+from collections.abc import Callable, Sequence
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genre_jax import errors
+from genre_jax.data import download
+from genre_jax.data import parsers
+from genre_jax.data import registry
+from genre_jax.data import splits
+from genre_jax.data import text
+
+
+@dataclasses.dataclass
+class SplitArrays:
+  """One split, encoded.
+
+  Attributes:
+    ids: n record ids.
+    texts: n synopses.
+    tokens: [n, L] int32 token ids, padded with the tokenizer's pad id.
+    lengths: [n] int32 number of real tokens, >= 1.
+    labels: [n, G] float32 multi-hot genres (columns = `PreparedData.labels.classes`).
+    reference_lengths: [n_train] int32 training lengths that bucket widths are computed from, so
+      that every split is batched to the same few widths.
+  """
+  ids: list[str]
+  texts: list[str]
+  tokens: np.ndarray
+  lengths: np.ndarray
+  labels: np.ndarray
+  reference_lengths: np.ndarray | None = None
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+
+@dataclasses.dataclass
+class PreparedData:
+  """Everything the trainer needs from the data.
+
+  Attributes:
+    records: the kept records (id, title, text, genres).
+    report: what was read and dropped (see `parsers.load_records`), plus split_seed,
+      split_sizes, vocab_size and unknown_genres (split -> genre -> count not in the training
+      label set).
+    split: split name -> sorted int64 indices into `records`.
+    tokenizer: a fitted tokenizer (`WordTokenizer` by default).
+    labels: the `LabelEncoder` fitted on the training split.
+    arrays: split name -> `SplitArrays` (also available as `.train`, `.validation`, `.test`).
+  """
+  records: pd.DataFrame
+  report: dict
+  split: dict[str, np.ndarray]
+  tokenizer: object
+  labels: text.LabelEncoder
+  arrays: dict[str, SplitArrays]
+
+  @property
+  def train(self) -> SplitArrays:
+    return self.arrays['train']
+
+  @property
+  def validation(self) -> SplitArrays:
+    return self.arrays['validation']
+
+  @property
+  def test(self) -> SplitArrays:
+    return self.arrays['test']
+
+  @property
+  def split_ids(self) -> dict[str, list[str]]:
+    """The split as record ids, to save with a run and pass back as `prepare(..., split=)`."""
+    return splits.split_to_ids(self.split, list(self.records['id']))
+
+
+def source(data_config) -> tuple[Path, str]:
+  """Resolves the data file and its format: a user path, else a registered data set."""
+  if data_config.path:
+    format = data_config.format
+    spec = registry.REGISTRY.get(data_config.name)
+    if format is None and spec is not None and spec.url is None:
+      format = spec.format  # E.g. --dataset allmovie --path FILE.
+    if format is None:
+      raise errors.DataError(f'give the format of {data_config.path}: --format (config.data.'
+                             f'format) one of {", ".join(registry.FORMATS)}.')
+    return Path(data_config.path).expanduser(), format
+  spec = registry.get_spec(data_config.name)
+  return download.fetch(spec, mirror=data_config.mirror), spec.format
+
+
+def load(data_config) -> tuple[pd.DataFrame, dict]:
+  """Reads the records selected by `data_config` (see `parsers.load_records`)."""
+  path, format = source(data_config)
+  columns = {}
+  if format in ('csv', 'jsonl'):  # The named formats know their columns.
+    columns = dict(text_column=data_config.text_column, genre_column=data_config.genre_column,
+                   id_column=data_config.id_column, title_column=data_config.title_column)
+  return parsers.load_records(path, format, max_examples=data_config.max_examples,
+                              genre_separator=getattr(data_config, 'genre_separator', ','),
+                              **columns)
+
+
+def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | None = None,
+            split: dict[str, Sequence[str]] | None = None) -> PreparedData:
+  """Loads, splits and encodes the data.
+
+  Args:
+    data_config: the `config.data` section (see the module docstring).
+    tokenizer_factory: `train_texts -> tokenizer`; default `WordTokenizer.fit` with
+      `vocab_size` and `min_count` from `data_config`.
+    split: a saved split (split name -> record ids, from `PreparedData.split_ids`) to reuse
+      instead of computing one.
+
+  Returns:
+    The `PreparedData`; its tokenizer and label set are fitted on the training split only.
+  """
+  records, report = load(data_config)
+  ids = list(records['id'])
+  if split is None:
+    split = splits.split_indices(records['genres'], data_config.split_sizes,
+                                 data_config.split_seed)
+  else:
+    split = splits.split_from_ids(split, ids)
+  train_records = records.iloc[split['train']]
+  train_texts = list(train_records['text'])
+  if tokenizer_factory is None:
+    tokenizer = text.WordTokenizer.fit(train_texts, data_config.vocab_size,
+                                       data_config.min_count)
+  else:
+    tokenizer = tokenizer_factory(train_texts)
+  labels = text.LabelEncoder.fit(train_records['genres'])
+  arrays, unknown = {}, {}
+  for name, indices in split.items():
+    part = records.iloc[indices]
+    tokens, lengths = tokenizer.encode(list(part['text']), data_config.max_length)
+    y, unknown[name] = labels.transform(list(part['genres']))
+    arrays[name] = SplitArrays(list(part['id']), list(part['text']), tokens, lengths, y)
+  for part in arrays.values():
+    part.reference_lengths = arrays['train'].lengths
+  report.update(split_seed=data_config.split_seed, split_sizes=list(data_config.split_sizes),
+                vocab_size=tokenizer.vocab_size,
+                unknown_genres={k: v for k, v in unknown.items() if v},
+                not_in_split=len(records) - sum(len(v) for v in split.values()))
+  return PreparedData(records, report, split, tokenizer, labels, arrays)
+
+
+def summary(prepared: PreparedData) -> dict:
+  """JSON-able statistics of prepared data (printed by `python -m genre_jax.data`).
+
+  Returns:
+    dict with source, format, records (rows, kept, dropped by reason), num_genres, genres
+    (name -> count, most frequent first), label_cardinality (mean genres per record),
+    single_genre_share, text_length_words (whitespace words: p5 p25 p50 p75 p95 max mean),
+    vocab_size, num_labels, splits (name -> size) and unknown_genres.
+  """
+  records, report = prepared.records, prepared.report
+  counts = collections.Counter(g for row in records['genres'] for g in row)
+  n_genres = records['genres'].map(len).to_numpy()
+  words = records['text'].str.split().map(len).to_numpy()
+  percentiles = dict(zip(['p5', 'p25', 'p50', 'p75', 'p95'],
+                         np.percentile(words, [5, 25, 50, 75, 95]).round(1).tolist()))
+  return {
+      'source': report['source'],
+      'format': report['format'],
+      'records': {
+          'rows': report['n_rows'],
+          'kept': report['kept'],
+          'dropped': {'no_text': report['dropped_no_text'],
+                      'no_genre': report['dropped_no_genre'],
+                      'max_examples': report['truncated']},
+          'duplicate_genres_removed': report['duplicate_genres_removed'],
+      },
+      'num_genres': len(counts),
+      'genres': dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+      'label_cardinality': round(float(n_genres.mean()), 4),
+      'single_genre_share': round(float((n_genres == 1).mean()), 4),
+      'text_length_words': {**percentiles, 'max': int(words.max()),
+                            'mean': round(float(words.mean()), 2)},
+      'vocab_size': prepared.tokenizer.vocab_size,
+      'num_labels': prepared.labels.num_labels,
+      'split_seed': report['split_seed'],
+      'splits': {name: len(indices) for name, indices in prepared.split.items()},
+      'unknown_genres': report['unknown_genres'],
+  }

@@ -1,0 +1,74 @@
+"""Multi-label loss: sigmoid binary cross-entropy with optional per-genre positive weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genre_jax.errors import GenreJaxError
+
+POS_WEIGHT_MODES = ('none', 'balanced', 'sqrt')
+
+
+def sigmoid_bce(
+  logits: jax.Array,
+  labels: jax.Array,
+  mask: jax.Array | None = None,
+  pos_weight: jax.Array | None = None,
+) -> jax.Array:
+  """Mean sigmoid binary cross-entropy over real examples and genres.
+
+  Per element `-(w * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x)))`, the weighted form
+  of PyTorch's `BCEWithLogitsLoss(pos_weight=w)`; `w = 1` without `pos_weight`.
+
+  Args:
+    logits: `[batch, genres]` float.
+    labels: `[batch, genres]` float in [0, 1].
+    mask: `[batch]` float, 1 for real examples and 0 for padding rows; None = all real.
+    pos_weight: `[genres]` float multiplying each genre's positive term; None = 1.
+
+  Returns:
+    Scalar float32: the sum over real examples and genres divided by
+    `max(#real examples, 1) * genres`.
+  """
+  logits = logits.astype(jnp.float32)
+  labels = labels.astype(jnp.float32)
+  if pos_weight is None:
+    loss = optax.sigmoid_binary_cross_entropy(logits, labels)
+  else:
+    positive = optax.sigmoid_binary_cross_entropy(logits, jnp.ones_like(labels))  # -log σ(x)
+    negative = optax.sigmoid_binary_cross_entropy(logits, jnp.zeros_like(labels))  # -log(1-σ(x))
+    loss = jnp.asarray(pos_weight, jnp.float32) * labels * positive + (1.0 - labels) * negative
+  if mask is None:
+    return jnp.mean(loss)
+  mask = jnp.asarray(mask, jnp.float32)
+  total = jnp.sum(loss * mask[:, None])
+  return total / (jnp.maximum(jnp.sum(mask), 1.0) * loss.shape[-1])
+
+
+def pos_weights(train_labels: np.ndarray, mode: str = 'none',
+                max_weight: float = 10.0) -> np.ndarray | None:
+  """Per-genre positive weights from the training labels.
+
+  Args:
+    train_labels: `[n, genres]` {0, 1}.
+    mode: 'none' (returns None), 'balanced' (negatives / positives) or 'sqrt' (its square root).
+    max_weight: upper clip (also the weight of a genre without training positives).
+
+  Returns:
+    `[genres]` float32 or None.
+  """
+  if mode not in POS_WEIGHT_MODES:
+    raise GenreJaxError(f'unknown pos_weight {mode!r}; known: {", ".join(POS_WEIGHT_MODES)}')
+  if mode == 'none':
+    return None
+  if max_weight <= 0:
+    raise GenreJaxError(f'pos_weight_max must be positive, got {max_weight}')
+  labels = np.asarray(train_labels, np.float64)
+  positives = labels.sum(axis=0)
+  negatives = labels.shape[0] - positives
+  with np.errstate(divide='ignore'):
+    ratio = np.where(positives > 0, negatives / np.maximum(positives, 1e-12), np.inf)
+  if mode == 'sqrt':
+    ratio = np.sqrt(ratio)
+  return np.minimum(ratio, max_weight).astype(np.float32)

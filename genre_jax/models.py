@@ -1,0 +1,191 @@
+"""Genre classifiers and the registry that builds them from `config.model`.
+
+Every model maps `(tokens [batch, L] int32, lengths [batch] int32)` to logits `[batch, genres]`
+float32; `model.train()` / `model.eval()` switch dropout on / off. Architectures are registered by
+name:
+
+* `lstm`: embedding -> (Bi)LSTM -> summary -> [dense] -> dropout -> logits. The summary is the
+  LSTM's final state when `model.pooling == 'last'` (for a BiLSTM: the forward state after the
+  last real token and the backward state after the first), otherwise the `max` / `average` of
+  the outputs over the real positions.
+* `cnn`: embedding -> Conv1D (several widths) -> pooling over time -> [dense] -> dropout -> logits.
+* `cnn_lstm`: embedding -> Conv1D -> optional average pooling of width `conv_pool_size` (lengths
+  shrink accordingly) -> LSTM over the convolved sequence -> summary as for `lstm` -> head.
+* `pretrained`: registered by `genre_jax.pretrained`, imported on first use (it needs optional
+  dependencies).
+
+A new architecture is a builder decorated with `@register_model('name')` taking
+`(model_config, *, vocab_size, num_labels, pad_id, rngs)`.
+"""
+
+from collections.abc import Callable
+import importlib
+
+import jax
+from flax import nnx
+import ml_collections
+
+from genre_jax import layers
+from genre_jax.errors import GenreJaxError
+
+Builder = Callable[..., nnx.Module]
+MODELS: dict[str, Builder] = {}
+
+# Architectures defined in other modules, imported the first time they are asked for.
+_LAZY_MODULES = {'pretrained': 'genre_jax.pretrained'}
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+  """Registers a model builder under `name` (decorator)."""
+
+  def decorator(builder: Builder) -> Builder:
+    MODELS[name] = builder
+    return builder
+
+  return decorator
+
+
+def create_model(
+  model_config: ml_collections.ConfigDict,
+  *,
+  vocab_size: int,
+  num_labels: int,
+  pad_id: int,
+  rngs: nnx.Rngs,
+) -> nnx.Module:
+  """Builds the architecture named `model_config.name`.
+
+  Args:
+    model_config: the `config.model` section.
+    vocab_size: number of token ids (including padding and out-of-vocabulary).
+    num_labels: number of genres (logits).
+    pad_id: the padding token id.
+    rngs: with streams 'params' and 'dropout'.
+
+  Returns:
+    The model, an `nnx.Module` called as `model(tokens, lengths) -> logits`.
+
+  Raises:
+    GenreJaxError: unknown name, or an optional dependency of the architecture is missing.
+  """
+  name = model_config.name
+  if name not in MODELS and name in _LAZY_MODULES:
+    try:
+      importlib.import_module(_LAZY_MODULES[name])
+    except ImportError as e:
+      raise GenreJaxError(
+        f'model {name!r} needs an optional dependency that is missing ({e}); '
+        "install it with `pip install -e '.[pretrained]'`"
+      ) from e
+  if name not in MODELS:
+    known = sorted(set(MODELS) | set(_LAZY_MODULES))
+    raise GenreJaxError(f'unknown model {name!r}; known models: {", ".join(known)}')
+  return MODELS[name](
+    model_config, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id, rngs=rngs
+  )
+
+
+def _check_pooling(kind: str) -> str:
+  if kind not in layers.POOLING_KINDS:
+    raise GenreJaxError(
+      f'unknown model.pooling {kind!r}; known: {", ".join(layers.POOLING_KINDS)}'
+    )
+  return kind
+
+
+class LSTMClassifier(nnx.Module):
+  """Embedding -> [Conv1D -> average pooling] -> LSTM -> summary -> head.
+
+  With `conv=None` this is the `lstm` architecture, otherwise `cnn_lstm`.
+  """
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, vocab_size: int, num_labels: int,
+               pad_id: int, conv: bool, rngs: nnx.Rngs):
+    self.pooling = _check_pooling(cfg.pooling)
+    self.embed = layers.Embed(vocab_size, cfg.embed_dim, pad_id=pad_id, rngs=rngs)
+    self.embed_dropout = nnx.Dropout(cfg.embed_dropout, rngs=rngs)
+    features = cfg.embed_dim
+    if conv:
+      self.conv = layers.Conv1D(features, cfg.conv_filters, cfg.conv_kernel_sizes,
+                                activation=cfg.conv_activation, rngs=rngs)
+      features = self.conv.out_features
+    else:
+      self.conv = None
+    self.conv_pool_size = int(cfg.conv_pool_size) if conv else 0
+    self.lstm = layers.LSTM(features, cfg.lstm_hidden, num_layers=cfg.lstm_layers,
+                            bidirectional=cfg.bidirectional, rngs=rngs)
+    self.head = layers.Head(self.lstm.out_features, num_labels, dense_size=cfg.dense_size,
+                            activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
+
+  def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Computes logits.
+
+    Args:
+      tokens: `[batch, L]` int32.
+      lengths: `[batch]` int32, real lengths.
+
+    Returns:
+      `[batch, num_labels]` float32 logits.
+    """
+    x = self.embed_dropout(self.embed(tokens))
+    if self.conv is not None:
+      x = self.conv(x, lengths)
+      if self.conv_pool_size > 1:
+        x, lengths = layers.average_pool_windows(x, lengths, self.conv_pool_size)
+    outputs, final = self.lstm(x, lengths)
+    if self.pooling == 'last':
+      summary = final
+    else:
+      summary = layers.pool_over_time(outputs, lengths, self.pooling)
+    return self.head(summary)
+
+
+class CNNClassifier(nnx.Module):
+  """Embedding -> Conv1D (several widths) -> pooling over time -> head."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, vocab_size: int, num_labels: int,
+               pad_id: int, rngs: nnx.Rngs):
+    self.pooling = _check_pooling(cfg.pooling)
+    self.embed = layers.Embed(vocab_size, cfg.embed_dim, pad_id=pad_id, rngs=rngs)
+    self.embed_dropout = nnx.Dropout(cfg.embed_dropout, rngs=rngs)
+    self.conv = layers.Conv1D(cfg.embed_dim, cfg.conv_filters, cfg.conv_kernel_sizes,
+                              activation=cfg.conv_activation, rngs=rngs)
+    self.head = layers.Head(self.conv.out_features, num_labels, dense_size=cfg.dense_size,
+                            activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
+
+  def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Computes logits.
+
+    Args:
+      tokens: `[batch, L]` int32.
+      lengths: `[batch]` int32, real lengths.
+
+    Returns:
+      `[batch, num_labels]` float32 logits.
+    """
+    x = self.embed_dropout(self.embed(tokens))
+    x = self.conv(x, lengths)
+    return self.head(layers.pool_over_time(x, lengths, self.pooling))
+
+
+@register_model('lstm')
+def build_lstm(cfg, *, vocab_size, num_labels, pad_id, rngs):
+  return LSTMClassifier(cfg, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id,
+                        conv=False, rngs=rngs)
+
+
+@register_model('cnn')
+def build_cnn(cfg, *, vocab_size, num_labels, pad_id, rngs):
+  return CNNClassifier(cfg, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id,
+                       rngs=rngs)
+
+
+@register_model('cnn_lstm')
+def build_cnn_lstm(cfg, *, vocab_size, num_labels, pad_id, rngs):
+  return LSTMClassifier(cfg, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id,
+                        conv=True, rngs=rngs)
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of trainable parameters (`nnx.Param` leaves) of `model`."""
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))

@@ -1,0 +1,67 @@
+"""Predicts genres for synopses with a trained run.
+
+  python -m genre_jax.predict --workdir runs/cnn "A retired hitman is pulled back in..."
+  python -m genre_jax.predict --workdir runs/cnn --input synopses.txt --json
+
+Prints, for each text, the predicted genres with their probabilities (the run's tuned thresholds).
+"""
+
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from genre_jax import errors
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Workdir of a trained run.')
+flags.DEFINE_string('input', None, 'A UTF-8 text file with one synopsis per line.')
+flags.DEFINE_bool('json', False, 'Print one JSON object per line instead of text.')
+flags.DEFINE_integer('top_k', 5, 'Also show this many most probable genres.')
+flags.mark_flag_as_required('workdir')
+
+
+def read_texts(argv, input_path):
+  texts = list(argv[1:])
+  if input_path:
+    try:
+      with open(input_path, encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    except FileNotFoundError:
+      raise errors.GenreJaxError(f'--input file {input_path} does not exist.') from None
+    except UnicodeDecodeError as e:
+      raise errors.GenreJaxError(f'--input file {input_path} is not UTF-8 text ({e}).') from None
+    texts += [line for line in lines if line.strip()]
+  if not texts:
+    raise errors.GenreJaxError('no synopsis given: pass texts as arguments or --input FILE.')
+  for i, t in enumerate(texts):
+    if not t.strip():
+      raise errors.GenreJaxError(f'synopsis {i + 1} is empty; give some text to classify.')
+  return texts
+
+
+@errors.run_cli
+def main(argv):
+  logging.set_verbosity(logging.WARNING)  # Quiet orbax; progress is printed.
+  texts = read_texts(argv, FLAGS.input)
+  from genre_jax import inference, thresholds
+  inference.enable_compilation_cache()
+  run = inference.load_run(FLAGS.workdir)
+  probs = run.probs(texts)
+  preds = thresholds.apply(probs, run.threshold, run.thresholds['at_least_one'])
+  classes = run.labels.classes
+  for text, p, y in zip(texts, probs, preds):
+    order = sorted(range(len(classes)), key=lambda j: -p[j])
+    predicted = {classes[j]: round(float(p[j]), 4) for j in order if y[j]}
+    top = {classes[j]: round(float(p[j]), 4) for j in order[:FLAGS.top_k]}
+    if FLAGS.json:
+      print(json.dumps({'text': text, 'genres': predicted, 'top': top}))
+    else:
+      shown = text if len(text) <= 80 else text[:77] + '...'
+      print(f'{shown}\n  -> ' + (', '.join(f'{g} ({q:.2f})' for g, q in predicted.items())
+                                or '(no genre above threshold)'))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,149 @@
+"""Tests for genre_jax.data.pipeline and the `python -m genre_jax.data` CLI."""
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from genre_jax import errors
+from genre_jax.data import __main__ as cli
+from genre_jax.data import download
+from genre_jax.data import pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+GENRES = ['Drama', 'Comedy', 'Action', 'Horror']
+
+
+def write_csv(path, n=60):
+  """A generic CSV: plot / tags (pipe-separated) / key columns."""
+  rows = ['key,plot,tags']
+  for i in range(n):
+    tags = '|'.join(g for k, g in enumerate(GENRES) if (i >> k) & 1 or k == i % 4)
+    rows.append(f'm{i},"movie {i} is about {GENRES[i % 4].lower()} and word{i % 7}",{tags}')
+  rows.append('empty,,Drama')
+  path.write_text('\n'.join(rows) + '\n')
+  return path
+
+
+def data_config(path, **overrides):
+  config = cli.load_config().data
+  config.update(dict(dict(path=str(path), format='csv', text_column='plot', genre_column='tags',
+                          id_column='key', vocab_size=30, max_length=6), **overrides))
+  config.genre_separator = '|'
+  return config
+
+
+def test_prepare_tiny_csv(tmp_path):
+  config = data_config(write_csv(tmp_path / 'm.csv'))
+  prepared = pipeline.prepare(config)
+  assert prepared.report['kept'] == 60 and prepared.report['dropped_no_text'] == 1
+  assert prepared.labels.classes == sorted(GENRES)
+  assert sum(len(prepared.arrays[k]) for k in ('train', 'validation', 'test')) == 60
+  for name, part in prepared.arrays.items():
+    n = len(part)
+    assert part.tokens.shape == (n, 6) and part.tokens.dtype == np.int32
+    assert part.lengths.shape == (n,) and part.lengths.min() >= 1
+    assert part.labels.shape == (n, 4) and part.labels.dtype == np.float32
+    assert part.ids == [prepared.records['id'][i] for i in prepared.split[name]]
+    np.testing.assert_array_equal(part.reference_lengths, prepared.train.lengths)
+  s = pipeline.summary(prepared)
+  json.dumps(s)
+  assert s['records']['kept'] == 60 and s['records']['dropped']['no_text'] == 1
+  assert s['num_genres'] == 4 and s['splits']['train'] == len(prepared.train)
+  assert 1 <= s['label_cardinality'] <= 4
+
+
+def test_prepare_reuses_saved_split_and_custom_tokenizer(tmp_path):
+  config = data_config(write_csv(tmp_path / 'm.csv'))
+  first = pipeline.prepare(config)
+  config.split_seed = 123  # Ignored: the saved split wins.
+  seen = []
+
+  def factory(train_texts):
+    seen.append(len(train_texts))
+    return pipeline.text.WordTokenizer.fit(train_texts, 10)
+
+  again = pipeline.prepare(config, tokenizer_factory=factory, split=first.split_ids)
+  assert all(np.array_equal(first.split[k], again.split[k]) for k in first.split)
+  assert seen == [len(first.train)] and again.tokenizer.vocab_size == 10
+
+
+def test_max_examples_and_path_without_format(tmp_path):
+  path = write_csv(tmp_path / 'm.csv')
+  records, report = pipeline.load(data_config(path, max_examples=40))
+  assert len(records) == 40 and report['truncated'] == 20
+  with pytest.raises(errors.DataError, match='give the format'):
+    pipeline.load(data_config(path, format=None))
+
+
+def test_allmovie_by_name_needs_a_path(tmp_path, monkeypatch):
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path))
+  monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+  config = cli.load_config().data
+  config.name = 'allmovie'
+  with pytest.raises(errors.DataError, match='no public address.*--dataset allmovie --path data/'):
+    pipeline.load(config)
+  config.path = str(tmp_path / 'allmovie.jsonl')  # The format comes from the data set.
+  (tmp_path / 'allmovie.jsonl').write_text(json.dumps(
+      dict(name='A', genre='Drama, Crime', synopsis='Text.', id=7, url='u')) + '\n')
+  records, report = pipeline.load(config)
+  assert report['format'] == 'allmovie_json'
+  assert records.to_dict('records') == [dict(id='7', title='A', text='Text.',
+                                             genres=['Drama', 'Crime'])]
+
+
+def run_cli(*args, env=None):
+  env = dict(os.environ, **(env or {}))
+  return subprocess.run([sys.executable, '-m', 'genre_jax.data', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_cli_user_csv(tmp_path, capsys):
+  path = write_csv(tmp_path / 'm.csv')
+  cli.main(['--path', str(path), '--format', 'csv', '--text-column', 'plot', '--genre-column',
+            'tags', '--id-column', 'key', '--genre-separator', '|', '--seed', '1'])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[1].startswith('records: 61 rows, 60 kept, 1 dropped (1 without text')
+  summary = json.loads(lines[-1])
+  assert summary['records']['kept'] == 60 and summary['split_seed'] == 1
+
+
+def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
+  (tmp_path / 'bad.jsonl').write_text('{"text": "a", "genres": "x"}\n{oops}\n')
+  with pytest.raises(SystemExit) as e:
+    cli.main(['--path', str(tmp_path / 'bad.jsonl'), '--format', 'jsonl'])
+  assert e.value.code == 2
+  assert capsys.readouterr().err.startswith(f'error: {tmp_path / "bad.jsonl"} line 2 is not')
+
+  missing = run_cli('--path', str(tmp_path / 'nope.csv'), '--format', 'csv')
+  assert missing.returncode == 2 and missing.stderr.startswith('error: data file not found')
+  assert 'Traceback' not in missing.stderr and missing.stderr.count('\n') == 1
+
+  (tmp_path / 'dup.csv').write_text('id,text,genres\n1,a,x\n1,b,y\n')
+  dup = run_cli('--path', str(tmp_path / 'dup.csv'), '--format', 'csv', '--id-column', 'id')
+  assert dup.returncode == 2 and "'1' (rows 1, 2)" in dup.stderr and 'Traceback' not in dup.stderr
+
+
+def test_cli_list(capsys):
+  cli.main(['--list'])
+  out = capsys.readouterr().out
+  assert 'tmdb_10k' in out and 'allmovie' in out
+  assert {d['name'] for d in json.loads(out.splitlines()[-1])} >= {'tmdb_10k', 'allmovie'}
+
+
+def test_cli_real_tmdb():
+  mirror = download.resolve_mirror()
+  if mirror is None:
+    pytest.skip(f'real-data test: set {download.MIRROR_ENV} to the data mirror (../shared/data)')
+  out = run_cli('--dataset', 'tmdb_10k', env={download.MIRROR_ENV: str(mirror)})
+  assert out.returncode == 0, out.stderr
+  summary = json.loads(out.stdout.strip().splitlines()[-1])
+  assert summary['records'] == {'rows': 10000, 'kept': 9985, 'duplicate_genres_removed': 0,
+                                'dropped': {'no_text': 13, 'no_genre': 2, 'max_examples': 0}}
+  assert summary['num_genres'] == 18 and abs(summary['label_cardinality'] - 2.57) < 0.005
+  assert summary['genres']['Drama'] == 4542 and summary['genres']['TV Movie'] == 133
+  assert sum(summary['splits'].values()) == 9985

@@ -1,0 +1,184 @@
+"""End-to-end tests of train / evaluate / predict on a tiny synthetic data set (CPU, seconds)."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from genre_jax import inference
+from genre_jax import trainer
+from genre_jax.errors import GenreJaxError
+from tests.conftest import REPO, tiny_config
+
+
+def run_module(module, *args, env=None, check=True):
+  """Runs `python -m module args` from the repo root; returns the CompletedProcess."""
+  full_env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})}
+  proc = subprocess.run([sys.executable, '-m', module, *map(str, args)], cwd=REPO, env=full_env,
+                        capture_output=True, text=True, timeout=600)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}')
+  return proc
+
+
+def config_args(data_path, *extra):
+  return ['--config', 'configs/tiny.py', f'--config.data.path={data_path}',
+          '--config.data.format=jsonl', '--config.data.max_examples=240',
+          '--config.progress_bar=False', *extra]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, synthetic_jsonl):
+  """One tiny run trained through the command line (shared by the evaluate / predict tests)."""
+  workdir = tmp_path_factory.mktemp('run')
+  proc = run_module('genre_jax.train', *config_args(
+      synthetic_jsonl, '--config.num_epochs=10', '--config.learning_rate=0.02',
+      '--config.model.embed_dim=16', '--config.model.conv_filters=16',
+      '--config.model.dense_size=16'),
+                    '--workdir', workdir)
+  return workdir, proc
+
+
+def test_train_writes_checkpoints_metrics_report(trained):
+  workdir, proc = trained
+  report = json.loads((workdir / 'report.json').read_text())
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert len(rows) == report['epochs_run'] >= 1
+  assert {'train_loss', 'val_loss', 'val_micro_f1', 'val_threshold'} <= set(rows[0])
+  assert (workdir / 'checkpoints').is_dir() and (workdir / 'best').is_dir()
+  thr = json.loads((workdir / 'thresholds.json').read_text())
+  assert 0.0 < thr['global'] < 1.0 and thr['tuned']
+  for key in ('micro_f1', 'macro_f1', 'micro_precision', 'micro_recall', 'map'):
+    assert 0.0 <= report['test'][key] <= 1.0
+  # The synthetic genres are keyword-determined: even the tiny model learns them.
+  assert report['test']['micro_f1'] > 0.6
+  assert 'test (threshold' in proc.stdout and '->' in proc.stdout  # Human summary + examples.
+
+
+def test_evaluate_reports_json_last_line(trained, synthetic_jsonl):
+  workdir, _ = trained
+  proc = run_module('genre_jax.evaluate', '--workdir', workdir)
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  for key in ('n', 'micro_f1', 'macro_f1', 'samples_f1', 'micro_precision', 'micro_recall',
+              'hamming_loss', 'map', 'threshold'):
+    assert key in result, key
+  report = json.loads((workdir / 'report.json').read_text())
+  assert result['n'] == report['data']['split_sizes']['test']
+  assert result['micro_f1'] == pytest.approx(report['test']['micro_f1'], abs=1e-6)
+
+
+def test_evaluate_other_file_reports_unknown_genres(trained, tmp_path):
+  workdir, _ = trained
+  path = tmp_path / 'other.jsonl'
+  path.write_text('\n'.join(json.dumps(r) for r in [
+      {'id': 'a', 'text': 'alien robot planet', 'genres': ['Science Fiction', 'Documentary']},
+      {'id': 'b', 'text': 'funny joke laugh', 'genres': ['Comedy']},
+      {'id': 'c', 'text': 'a film about bees', 'genres': ['Documentary']},
+  ]) + '\n')
+  proc = run_module('genre_jax.evaluate', '--workdir', workdir, '--path', path, '--format',
+                    'jsonl')
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result['n'] == 2
+  assert result['unknown_genres'] == {'Documentary': 2}
+  assert result['dropped_no_known_genre'] == 1
+
+
+def test_predict_text_and_json(trained, tmp_path):
+  workdir, _ = trained
+  proc = run_module('genre_jax.predict', '--workdir', workdir, '--json',
+                    'a haunted house full of ghost screams and blood', 'love and a wedding kiss')
+  lines = [json.loads(l) for l in proc.stdout.strip().splitlines()]
+  assert len(lines) == 2
+  assert 'Horror' in lines[0]['top'] and 'Romance' in lines[1]['top']
+  assert all(0.0 <= p <= 1.0 for p in lines[0]['top'].values())
+  inp = tmp_path / 'in.txt'
+  inp.write_text('alien spaceship\nfunny prank\n')
+  proc = run_module('genre_jax.predict', '--workdir', workdir, '--input', inp)
+  assert proc.stdout.count('->') == 2
+
+
+def test_predict_empty_text_is_clear_error(trained):
+  workdir, _ = trained
+  proc = run_module('genre_jax.predict', '--workdir', workdir, '   ', check=False)
+  assert proc.returncode == 2
+  assert 'empty' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_evaluate_and_predict_without_checkpoint(tmp_path):
+  for module, args in (('genre_jax.evaluate', []), ('genre_jax.predict', ['some text'])):
+    proc = run_module(module, '--workdir', tmp_path / 'empty', *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert 'checkpoint' in proc.stderr or 'does not exist' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+@pytest.mark.parametrize('override, needle', [
+    ('--config.num_epoch=3', 'num_epoch'),          # Typo: absl / ml_collections 'did you mean'.
+    ('--config.num_epochs=three', 'num_epochs'),    # Wrong type.
+    ('--config.model.name=transformer', 'transformer'),  # Unknown architecture.
+    ('--config.optimizer=adagrad', 'adagrad'),
+])
+def test_config_errors_fail_before_work(synthetic_jsonl, tmp_path, override, needle):
+  proc = run_module('genre_jax.train', *config_args(synthetic_jsonl, override), '--workdir',
+                    tmp_path / 'w', check=False)
+  assert proc.returncode != 0
+  assert needle in proc.stderr
+  assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
+def _params(workdir):
+  run = inference.load_run(workdir)
+  return jax.tree.leaves(nnx.state(run.model, nnx.Param))
+
+
+def test_sigkill_mid_epoch_then_resume_is_identical(synthetic_jsonl, tmp_path):
+  args = config_args(synthetic_jsonl, '--config.num_epochs=3', '--config.early_stopping_patience=0')
+  run_module('genre_jax.train', *args, '--workdir', tmp_path / 'straight')
+  # 192 training rows / batch 4 = 48 steps per epoch: step 70 is in the middle of epoch 2.
+  proc = run_module('genre_jax.train', *args, '--workdir', tmp_path / 'killed',
+                    env={'GENRE_JAX_KILL_AT_STEP': '70'}, check=False)
+  assert proc.returncode == -signal.SIGKILL
+  assert len((tmp_path / 'killed' / 'metrics.jsonl').read_text().splitlines()) == 1
+  proc = run_module('genre_jax.train', *args, '--workdir', tmp_path / 'killed')
+  assert 'resumed from' in proc.stdout and 'epoch 1' in proc.stdout
+  a = json.loads((tmp_path / 'straight' / 'report.json').read_text())
+  b = json.loads((tmp_path / 'killed' / 'report.json').read_text())
+  assert a['test'] == b['test'] and a['thresholds'] == b['thresholds']
+  rows_a = (tmp_path / 'straight' / 'metrics.jsonl').read_text().splitlines()
+  rows_b = (tmp_path / 'killed' / 'metrics.jsonl').read_text().splitlines()
+  strip = lambda rows: [{k: v for k, v in json.loads(r).items()
+                         if k not in ('epoch_seconds', 'examples_per_second')} for r in rows]
+  assert strip(rows_a) == strip(rows_b)
+  for x, y in zip(_params(tmp_path / 'straight'), _params(tmp_path / 'killed')):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_workdir_of_other_architecture_is_refused(synthetic_jsonl, tmp_path):
+  config = tiny_config(synthetic_jsonl, num_epochs=1)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  other = tiny_config(synthetic_jsonl, num_epochs=1)
+  other.model.name = 'lstm'
+  with pytest.raises(GenreJaxError, match='architecture'):
+    trainer.train_and_evaluate(other, str(tmp_path))
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(synthetic_jsonl, tmp_path):
+  config = tiny_config(synthetic_jsonl, num_epochs=2, optimizer='sgd', learning_rate=1e30,
+                       momentum=0.0)
+  with pytest.raises(GenreJaxError, match=r'step \d+.*[Ll]ast good checkpoint'):
+    trainer.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize('name', sorted(trainer.OPTIMIZERS))
+def test_every_optimizer_trains(synthetic_jsonl, tmp_path, name):
+  config = tiny_config(synthetic_jsonl, num_epochs=1, optimizer=name)
+  config.data.max_examples = 40
+  report = trainer.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(report['test']['loss'])
