@@ -18,7 +18,6 @@ from genre_jax import losses
 from genre_jax import models
 from genre_jax import parallel
 from genre_jax.data import batching
-from genre_jax.data import pipeline
 from genre_jax.data import text as text_lib
 
 THRESHOLDS_FILE = 'thresholds.json'
@@ -62,7 +61,7 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
   """
   model.eval()
   n = len(tokens)
-  arrays = pipeline.SplitArrays(ids=[str(i) for i in range(n)], texts=[''] * n, tokens=tokens,
+  arrays = batching.SplitArrays(ids=[str(i) for i in range(n)], texts=[''] * n, tokens=tokens,
                                 lengths=lengths, labels=labels)
   probs = np.zeros(labels.shape, np.float32)
   total = 0.0
@@ -114,6 +113,13 @@ def build_model(config: ml_collections.ConfigDict, tokenizer, num_labels: int) -
                              rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
 
 
+def _placeholder(x: jax.ShapeDtypeStruct) -> jax.Array:
+  """A concrete value for non-parameter state (RNG keys and counters), unused in evaluation."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    return jax.random.split(jax.random.key(0), x.shape) if x.shape else jax.random.key(0)
+  return jax.numpy.zeros(x.shape, x.dtype)
+
+
 def load_run(workdir: str | pathlib.Path) -> Run:
   """Rebuilds the best model of a finished (or interrupted) run, with its tokenizer and labels."""
   workdir = pathlib.Path(workdir)
@@ -122,7 +128,9 @@ def load_run(workdir: str | pathlib.Path) -> Run:
   config = ml_collections.ConfigDict(meta['config'])
   tokenizer = text_lib.tokenizer_from_dict(meta['tokenizer'])
   labels = text_lib.LabelEncoder.from_dict(meta['labels'])
-  model = build_model(config, tokenizer, len(labels.classes))
+  # Built abstractly (no initialiser runs or compiles), then filled from the checkpoint.
+  model = nnx.eval_shape(lambda: build_model(config, tokenizer, len(labels.classes)))
+  nnx.update(model, jax.tree.map(_placeholder, nnx.state(model, nnx.Not(nnx.Param))))
   ckpts.restore(checkpoint.BEST, model)
   model.eval()
   path = workdir / THRESHOLDS_FILE

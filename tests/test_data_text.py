@@ -54,3 +54,17 @@ def test_label_encoder_sorted_classes_and_unknown_counts():
   assert labels.inverse_transform(y) == [['Drama'], ['Comedy'], []]
   again = text.LabelEncoder.from_dict(json.loads(json.dumps(labels.to_dict())))
   assert again.classes == labels.classes
+
+
+def test_word_splitting_matches_sklearn_analyzer_on_real_synopses():
+  """The tokenizers-based split equals sklearn's `\\b\\w+\\b` analyzer on nearly every synopsis."""
+  from sklearn.feature_extraction.text import CountVectorizer
+  from genre_jax.data import download, parsers, registry
+  from tests.conftest import mirror_or_skip
+  mirror_or_skip()
+  records, _ = parsers.load_records(download.fetch(registry.get_spec('tmdb_10k')), 'tmdb_csv')
+  analyze = CountVectorizer(token_pattern=r'(?u)\b\w+\b').build_analyzer()
+  tok = text.WordTokenizer([text.PAD, text.OOV])
+  texts = list(records['text'])
+  same = sum(tok.tokenize(t) == analyze(t) for t in texts)
+  assert same / len(texts) > 0.99, same

@@ -3,24 +3,39 @@
 CLI: `python -m genre_jax.data --list`, `python -m genre_jax.data --dataset tmdb_10k`.
 """
 
-from genre_jax.data.batching import batches
-from genre_jax.data.batching import bucket_widths
-from genre_jax.data.download import fetch
-from genre_jax.data.parsers import load_records
-from genre_jax.data.pipeline import load
-from genre_jax.data.pipeline import prepare
-from genre_jax.data.pipeline import PreparedData
-from genre_jax.data.pipeline import SplitArrays
-from genre_jax.data.pipeline import summary
-from genre_jax.data.registry import DatasetSpec
-from genre_jax.data.registry import FORMATS
-from genre_jax.data.registry import get_spec
-from genre_jax.data.registry import REGISTRY
-from genre_jax.data.splits import split_from_ids
-from genre_jax.data.splits import split_indices
-from genre_jax.data.splits import split_to_ids
-from genre_jax.data.splits import SPLITS
-from genre_jax.data.text import LabelEncoder
-from genre_jax.data.text import register_tokenizer
-from genre_jax.data.text import tokenizer_from_dict
-from genre_jax.data.text import WordTokenizer
+import importlib
+
+# Public name -> submodule. Imported on first use, so that light users (predict) stay fast.
+_EXPORTS = {
+    'batches': 'batching',
+    'bucket_widths': 'batching',
+    'fetch': 'download',
+    'load_records': 'parsers',
+    'load': 'pipeline',
+    'prepare': 'pipeline',
+    'PreparedData': 'pipeline',
+    'SplitArrays': 'batching',
+    'summary': 'pipeline',
+    'DatasetSpec': 'registry',
+    'FORMATS': 'registry',
+    'get_spec': 'registry',
+    'REGISTRY': 'registry',
+    'split_from_ids': 'splits',
+    'split_indices': 'splits',
+    'split_to_ids': 'splits',
+    'SPLITS': 'splits',
+    'LabelEncoder': 'text',
+    'register_tokenizer': 'text',
+    'tokenizer_from_dict': 'text',
+    'WordTokenizer': 'text',
+}
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f'genre_jax.data.{_EXPORTS[name]}'), name)
+  raise AttributeError(f'module genre_jax.data has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(_EXPORTS)

@@ -7,8 +7,33 @@ With bucketing, examples are grouped by length and each group is cut to one of a
 """
 
 from collections.abc import Iterator, Sequence
+import dataclasses
 
 import numpy as np
+
+
+@dataclasses.dataclass
+class SplitArrays:
+  """One split, encoded.
+
+  Attributes:
+    ids: n record ids.
+    texts: n synopses.
+    tokens: [n, L] int32 token ids, padded with the tokenizer's pad id.
+    lengths: [n] int32 number of real tokens, >= 1.
+    labels: [n, G] float32 multi-hot genres (columns = `PreparedData.labels.classes`).
+    reference_lengths: [n_train] int32 training lengths that bucket widths are computed from, so
+      that every split is batched to the same few widths.
+  """
+  ids: list[str]
+  texts: list[str]
+  tokens: np.ndarray
+  lengths: np.ndarray
+  labels: np.ndarray
+  reference_lengths: np.ndarray | None = None
+
+  def __len__(self) -> int:
+    return len(self.ids)
 
 
 def bucket_widths(lengths: np.ndarray, max_length: int, num_buckets: int) -> list[int]:

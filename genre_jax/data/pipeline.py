@@ -17,35 +17,14 @@ import numpy as np
 import pandas as pd
 
 from genre_jax import errors
+from genre_jax.data import batching
 from genre_jax.data import download
 from genre_jax.data import parsers
 from genre_jax.data import registry
 from genre_jax.data import splits
 from genre_jax.data import text
 
-
-@dataclasses.dataclass
-class SplitArrays:
-  """One split, encoded.
-
-  Attributes:
-    ids: n record ids.
-    texts: n synopses.
-    tokens: [n, L] int32 token ids, padded with the tokenizer's pad id.
-    lengths: [n] int32 number of real tokens, >= 1.
-    labels: [n, G] float32 multi-hot genres (columns = `PreparedData.labels.classes`).
-    reference_lengths: [n_train] int32 training lengths that bucket widths are computed from, so
-      that every split is batched to the same few widths.
-  """
-  ids: list[str]
-  texts: list[str]
-  tokens: np.ndarray
-  lengths: np.ndarray
-  labels: np.ndarray
-  reference_lengths: np.ndarray | None = None
-
-  def __len__(self) -> int:
-    return len(self.ids)
+SplitArrays = batching.SplitArrays  # Re-exported: the arrays of one split.
 
 
 @dataclasses.dataclass
