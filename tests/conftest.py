@@ -8,6 +8,11 @@ import sys
 import numpy as np
 import pytest
 
+# Tests compile many tiny programs and run them briefly: cheaper XLA optimisation saves minutes.
+# Subprocesses started by tests inherit this.
+os.environ.setdefault(
+    'XLA_FLAGS', '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true')
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))

@@ -48,7 +48,8 @@ print(json.dumps({{'devices': jax.device_count(), 'losses': out}}))
 
 def _run(devices, batch_size=8):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+         'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
+                       f' --xla_force_host_platform_device_count={devices}')}
   proc = subprocess.run([sys.executable, '-c', SCRIPT.format(repo=str(REPO),
                                                              batch_size=batch_size)],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -20,6 +20,7 @@ import tokenizers  # noqa: E402
 from tokenizers import decoders, models as tok_models, normalizers, pre_tokenizers, processors  # noqa: E402
 
 from genre_jax import models, pretrained  # noqa: E402
+from genre_jax.data import text as text_lib  # noqa: E402
 from genre_jax.errors import GenreJaxError  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -105,7 +106,8 @@ def test_tokenizer_round_trip(tiny_dir):
   tok = pretrained.HFTokenizer.from_dir(tiny_dir)
   d = json.loads(json.dumps(tok.to_dict()))
   assert d['kind'] == 'hf' and 'tokenizer_json' in d
-  again = pretrained.HFTokenizer.from_dict(d)
+  again = text_lib.tokenizer_from_dict(d)
+  assert isinstance(again, pretrained.HFTokenizer)
   texts = ['A lost robot in the dark city.', 'Love and war, zebra!']
   for a, b in zip(tok.encode(texts, 12), again.encode(texts, 12)):
     np.testing.assert_array_equal(a, b)
@@ -201,6 +203,8 @@ def test_padding_does_not_change_logits(tiny_dir):
   assert logits.shape == (2, 5) and logits.dtype == jnp.float32
   wider = np.pad(tokens, ((0, 0), (0, 7)))
   np.testing.assert_allclose(model(jnp.asarray(wider), jnp.asarray(lengths)), logits, atol=1e-5)
+  with pytest.raises(GenreJaxError, match='data.max_length'):
+    model(jnp.zeros((1, 33), jnp.int32), jnp.ones((1,), jnp.int32))  # 32 positions.
   # A padding row of the batcher (length 0) stays finite.
   assert np.isfinite(model(jnp.zeros((1, 12), jnp.int32), jnp.zeros((1,), jnp.int32))).all()
 
@@ -259,3 +263,21 @@ def test_minilm_matches_sentence_transformers():
   emb = np.asarray(encoder.pool(jnp.asarray(tokens), jnp.asarray(lengths), 'mean'))
   emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
   np.testing.assert_allclose(emb, np.array(ref['embeddings']), atol=1e-4)
+
+
+def test_train_evaluate_predict_commands_with_tiny_checkpoint(tiny_dir, synthetic_jsonl, tmp_path):
+  """The pretrained architecture fits the unchanged train / evaluate / predict commands."""
+  from tests.test_train import run_module
+  workdir = tmp_path / 'run'
+  run_module('genre_jax.train', '--config', 'configs/minilm.py', '--workdir', workdir,
+             f'--config.model.pretrained_path={tiny_dir}', f'--config.data.path={synthetic_jsonl}',
+             '--config.data.format=jsonl', '--config.data.max_length=24',
+             '--config.num_epochs=1', '--config.batch_size=8', '--config.eval_batch_size=16',
+             '--config.progress_bar=False')
+  saved = json.loads((workdir / 'report.json').read_text())
+  assert saved['model'] == 'pretrained'
+  proc = run_module('genre_jax.evaluate', '--workdir', workdir)
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result['micro_f1'] == pytest.approx(saved['test']['micro_f1'], abs=1e-6)
+  proc = run_module('genre_jax.predict', '--workdir', workdir, '--json', 'the ghost ship')
+  assert len(json.loads(proc.stdout.strip())['top']) == 5

@@ -28,13 +28,19 @@ def register_tokenizer(kind: str) -> Callable[[type], type]:
   return register
 
 
+# Tokenizer kinds registered by modules with optional dependencies, imported on first use.
+_LAZY_TOKENIZERS = {'hf': 'genre_jax.pretrained'}
+
+
 def tokenizer_from_dict(d: dict):
   """Rebuilds any registered tokenizer from its `to_dict()`."""
   kind = d.get('kind')
+  if kind not in TOKENIZERS and kind in _LAZY_TOKENIZERS:
+    import importlib
+    importlib.import_module(_LAZY_TOKENIZERS[kind])
   if kind not in TOKENIZERS:
     raise errors.GenreJaxError(f'unknown tokenizer kind {kind!r}; known kinds: '
-                               f'{", ".join(sorted(TOKENIZERS))} (import the module that '
-                               'registers it first).')
+                               f'{", ".join(sorted(set(TOKENIZERS) | set(_LAZY_TOKENIZERS)))}.')
   return TOKENIZERS[kind].from_dict(d)
 
 
