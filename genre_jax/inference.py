@@ -67,7 +67,8 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
   total = 0.0
   for batch in batching.batches(arrays, batch_size, shuffle=False, seed=0, epoch=0,
                                 bucket_by_length=bucket_widths is not None, widths=bucket_widths):
-    p, loss_sum = eval_step(model, parallel.shard_batch(batch, mesh), pos_weight)
+    inputs = {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')}
+    p, loss_sum = eval_step(model, parallel.shard_batch(inputs, mesh), pos_weight)
     real = batch['mask'] > 0
     probs[batch['index'][real]] = np.asarray(p)[real]
     total += float(loss_sum)

@@ -254,7 +254,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step += 1
       if step == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
-      pending.append((step, train_step(model, optimizer, parallel.shard_batch(batch, mesh),
+      inputs = {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')}
+      pending.append((step, train_step(model, optimizer, parallel.shard_batch(inputs, mesh),
                                        pos_weight)))
       bar.update(int(batch['mask'].sum()))
       if len(pending) == 20:

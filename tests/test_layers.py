@@ -84,9 +84,9 @@ def test_average_pool_windows():
 def test_conv1d_shapes_and_padding_invariance():
   conv = layers.Conv1D(E, 4, (2, 3), activation='tanh', rngs=nnx.Rngs(0))
   x = _inputs()
-  out = conv(x, jnp.asarray(LENGTHS))
+  out, longer = nnx.jit(lambda conv, a, b, n: (conv(a, n), conv(b, n)))(
+    conv, x, _append_garbage(x), jnp.asarray(LENGTHS))
   assert out.shape == (B, L, 8) and conv.out_features == 8
-  longer = conv(_append_garbage(x), jnp.asarray(LENGTHS))
   for a, b in zip(_real(out), _real(longer)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -111,6 +111,12 @@ def _reference_lstm(lstm, x, lengths):
   return x, final
 
 
+@nnx.jit
+def _lstm_three_ways(lstm, x, longer, lengths):
+  """The LSTM, flax's reference on the same input, and the LSTM on a longer padded input."""
+  return lstm(x, lengths), _reference_lstm(lstm, x, lengths), lstm(longer, lengths)
+
+
 def _loop(cell, xs):
   """Runs `cell` step by step (Python loop) over `xs` [T, E]; returns outputs [T, H]."""
   carry = (jnp.zeros((1, cell.hidden_features)), jnp.zeros((1, cell.hidden_features)))
@@ -127,17 +133,16 @@ def test_lstm_shapes_masking_and_flax_reference(bidirectional, num_layers, preco
                      precompute_inputs=precompute, rngs=nnx.Rngs(0))
   directions = 2 if bidirectional else 1
   x, lengths = _inputs(), jnp.asarray(LENGTHS)
-  outputs, final = lstm(x, lengths)
+  (outputs, final), (ref_outputs, ref_final), (longer_outputs, longer_final) = _lstm_three_ways(
+    lstm, x, _append_garbage(x), lengths)
   assert outputs.shape == (B, L, directions * H) and final.shape == (B, directions * H)
   mask = np.arange(L)[None, :] < LENGTHS[:, None]
   np.testing.assert_array_equal(np.asarray(outputs)[~mask], 0.0)
 
-  ref_outputs, ref_final = _reference_lstm(lstm, x, lengths)
   np.testing.assert_allclose(final, ref_final, rtol=1e-5, atol=1e-6)
   for a, b in zip(_real(outputs), _real(ref_outputs)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
-  longer_outputs, longer_final = lstm(_append_garbage(x), lengths)
   np.testing.assert_allclose(longer_final, final, rtol=1e-5, atol=1e-6)
   for a, b in zip(_real(outputs), _real(longer_outputs)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

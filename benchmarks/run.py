@@ -1,0 +1,217 @@
+"""Training and inference benchmarks of genre_jax against an eager PyTorch reference.
+
+  python -m benchmarks.run            # full run (about 15 minutes on 2 quiet cores)
+  python -m benchmarks.run --quick    # smoke run (about 2 minutes), small shapes and few repeats
+
+Every configuration runs in its own process (`benchmarks/workers.py`); each number is a median
+over timed repeats after warm-up. Writes BENCHMARKS.md and benchmarks/results.json (every figure
+in BENCHMARKS.md comes from this run). PyTorch (`pip install '.[bench]'`) is optional: without it
+the PyTorch columns are empty.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PY = sys.executable
+CONFIGS = ('seed_lstm', 'seed_cnn', 'seed_cnn_lstm', 'lstm', 'cnn', 'cnn_lstm')
+SYNOPSIS = ('A retired hitman is pulled back into the criminal underworld when a gang kills the '
+            'dog his late wife left him.')
+
+FULL = dict(warmup=3, repeats=5, step_seconds=1.0, epoch_repeats=3, max_train=None,
+            configs=CONFIGS, eval_repeats=5, predict_repeats=5)
+QUICK = dict(warmup=1, repeats=2, step_seconds=0.2, epoch_repeats=1, max_train=320,
+             configs=('cnn',), eval_repeats=2, predict_repeats=2)
+
+
+def log(msg):
+  print(f'[bench {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+
+def machine_info():
+  model = platform.processor()
+  try:
+    for line in open('/proc/cpuinfo'):
+      if line.startswith('model name'):
+        model = line.split(':', 1)[1].strip()
+        break
+  except OSError:
+    pass
+  versions = {'python': platform.python_version()}
+  for pkg in ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'torch'):
+    try:
+      versions[pkg] = importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+      versions[pkg] = None
+  return {'cpu_model': model, 'logical_cpus': os.cpu_count(),
+          'usable_cpus': len(os.sched_getaffinity(0)), 'platform': platform.platform(),
+          'versions': versions}
+
+
+def have_torch():
+  try:
+    importlib.metadata.version('torch')
+    return True
+  except importlib.metadata.PackageNotFoundError:
+    return False
+
+
+def env():
+  e = dict(os.environ)
+  e.setdefault('GENRE_JAX_MIRROR', '/work/shared/data' if os.path.isdir('/work/shared/data')
+               else e.get('GENRE_JAX_MIRROR', ''))
+  if not e['GENRE_JAX_MIRROR']:
+    del e['GENRE_JAX_MIRROR']
+  e['PYTHONPATH'] = str(REPO) + os.pathsep + e.get('PYTHONPATH', '')
+  return e
+
+
+def worker(kind, spec, timeout=900):
+  """Runs one benchmark worker in a fresh process; returns its JSON result."""
+  t = time.time()
+  proc = subprocess.run([PY, '-m', 'benchmarks.workers', kind, json.dumps(spec)], cwd=REPO,
+                        env=env(), capture_output=True, text=True, timeout=timeout)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  if proc.returncode or not lines:
+    raise RuntimeError(f'worker {kind} {spec.get("config", "")} failed:\n{proc.stderr[-3000:]}')
+  log(f'{kind} {spec.get("config", "")}: {time.time() - t:.1f} s')
+  return json.loads(lines[-1][len('RESULT '):])
+
+
+def prepare_data(tmp, max_train):
+  """The default data set's training split, tokenised once, saved for every worker."""
+  code = f'''
+import sys, numpy as np
+sys.path.insert(0, {str(REPO)!r})
+from configs import default
+from genre_jax.data import pipeline
+d = pipeline.prepare(default.get_config().data)
+tr = d.arrays['train']
+n = {max_train!r} or len(tr.lengths)
+np.savez({str(tmp / 'train.npz')!r}, tokens=tr.tokens[:n], lengths=tr.lengths[:n],
+         labels=tr.labels[:n], vocab_size=d.tokenizer.vocab_size)
+print(len(tr.lengths), n)
+'''
+  out = subprocess.run([PY, '-c', code], cwd=REPO, env=env(), capture_output=True, text=True)
+  if out.returncode:
+    raise RuntimeError(out.stderr[-3000:])
+  return tmp / 'train.npz', [int(x) for x in out.stdout.split()]
+
+
+def config_batch_size(name):
+  code = (f'import runpy; print(runpy.run_path({str(REPO / "configs" / (name + ".py"))!r})'
+          f'["get_config"]().batch_size)')
+  return int(subprocess.run([PY, '-c', code], capture_output=True, text=True,
+                            env=env()).stdout.strip())
+
+
+def train_and_predict(tmp, mode, quick):
+  """Trains configs/cnn.py for one epoch, then times evaluate and a cold `predict`."""
+  workdir = tmp / 'run_cnn'
+  cmd = [PY, '-m', 'genre_jax.train', '--config', str(REPO / 'configs' / 'cnn.py'),
+         '--workdir', str(workdir), '--config.num_epochs=1', '--config.progress_bar=False']
+  if quick:
+    cmd += ['--config.data.max_examples=400', '--config.data.bucket_by_length=False']
+  e = env()
+  e['GENRE_JAX_JAX_CACHE'] = str(tmp / 'xla_cache')
+  t = time.time()
+  proc = subprocess.run(cmd, cwd=REPO, env=e, capture_output=True, text=True)
+  if proc.returncode:
+    raise RuntimeError(f'training failed:\n{proc.stderr[-3000:]}')
+  log(f'trained {workdir} in {time.time() - t:.1f} s')
+  result = {'train_command': ' '.join(cmd[1:]).replace(str(REPO) + '/', '')}
+  result.update(worker('evaluate', {'workdir': str(workdir), 'repeats': mode['eval_repeats']}))
+  pcmd = [PY, '-m', 'genre_jax.predict', '--workdir', str(workdir), SYNOPSIS]
+  e['GENRE_JAX_JAX_CACHE'] = str(tmp / 'predict_cache')  # Empty: the first run fills it.
+  times = []
+  for i in range(mode['predict_repeats'] + 1):  # The first run fills the compilation cache.
+    t = time.perf_counter()
+    proc = subprocess.run(pcmd, cwd=REPO, env=e, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode:
+      raise RuntimeError(f'predict failed:\n{proc.stderr[-3000:]}')
+    if i:
+      times.append(elapsed)
+    else:
+      result['predict_first_seconds'] = elapsed
+  result['predict_seconds'] = statistics.median(times)
+  result['predict_repeat_seconds'] = times
+  result['predict_output'] = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ''
+  return result
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true', help='smoke run (about 2 minutes)')
+  parser.add_argument('--configs', nargs='*', help='subset of configs (default: all six)')
+  parser.add_argument('--epoch-repeats', type=int, help='timed epochs per configuration')
+  parser.add_argument('--out', default=str(REPO / 'BENCHMARKS.md'))
+  parser.add_argument('--json', default=str(REPO / 'benchmarks' / 'results.json'))
+  parser.add_argument('--no-torch', action='store_true', help='skip the PyTorch reference')
+  args = parser.parse_args(argv)
+  mode = dict(QUICK if args.quick else FULL)
+  if args.configs:
+    mode['configs'] = tuple(args.configs)
+  if args.epoch_repeats:
+    mode['epoch_repeats'] = args.epoch_repeats
+  torch_ok = have_torch() and not args.no_torch
+  start = time.time()
+  command = 'python -m benchmarks.run' + (' ' + ' '.join(argv if argv is not None
+                                                         else sys.argv[1:])).rstrip()
+  results = {'command': command.strip(), 'quick': args.quick, 'mode': mode,
+             'started': datetime.datetime.now().isoformat(timespec='seconds'),
+             'loadavg_start': os.getloadavg(), 'machine': machine_info(),
+             'torch_available': torch_ok, 'rows': []}
+  with tempfile.TemporaryDirectory(prefix='genre_jax_bench_') as tmp:
+    tmp = pathlib.Path(tmp)
+    data, (n_train, n_used) = prepare_data(tmp, mode['max_train'])
+    results['train_examples'] = n_used
+    results['train_examples_full'] = n_train
+    log(f'data: {n_used} training examples')
+    slowest = None
+    for name in mode['configs']:
+      sizes = sorted({32, config_batch_size(name)})
+      spec = {'config': name, 'data': str(data), 'batch_sizes': sizes,
+              'breakdown': args.quick,  # Quick: break down the only row in the same process.
+              **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds', 'epoch_repeats')}}
+      row = {'config': name, 'jax': worker('jax_train', spec)}
+      row['torch'] = worker('torch_train', spec) if torch_ok else None
+      results['rows'].append(row)
+      main_bs = str(sizes[-1])
+      t = row['jax']['steps'][main_bs]['seconds_per_step']
+      if slowest is None or t > slowest[1]:
+        slowest = (name, t)
+    # Where the time goes: the slowest genre_jax train step, broken down.
+    name = slowest[0]
+    done = [row['jax'] for row in results['rows'] if row['config'] == name and
+            'breakdown' in row['jax']]
+    if done:
+      breakdown = done[0].pop('breakdown')
+    else:
+      spec = {'config': name, 'data': str(data), 'batch_sizes': [], 'epoch': False,
+              'breakdown': True, **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds')}}
+      breakdown = worker('jax_train', spec)['breakdown']
+    results['breakdown'] = {'config': name, **breakdown}
+    results['inference'] = train_and_predict(tmp, mode, args.quick)
+  results['loadavg_end'] = os.getloadavg()
+  results['wall_seconds'] = time.time() - start
+  pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
+  from benchmarks import report
+  pathlib.Path(args.out).write_text(report.markdown(results))
+  log(f'wrote {args.out} and {args.json} in {results["wall_seconds"]:.0f} s')
+  return results
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,389 @@
+"""Benchmark workers: each runs in its own process and prints one JSON line (see `run.py`).
+
+  python -m benchmarks.workers jax_train '{"config": "cnn", ...}'
+
+Kinds:
+  jax_train / torch_train   train-step throughput at fixed shapes (batches padded to
+                            max_length), one end-to-end epoch, and (jax) compile times, the CNN's
+                            GFLOP/s against a large float32 matmul, and a step breakdown.
+  evaluate                  `evaluation.evaluate_test_split` throughput of a trained workdir.
+"""
+
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def load_config(name, overrides):
+  import runpy
+  config = runpy.run_path(str(REPO / 'configs' / f'{name}.py'))['get_config']()
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def load_data(path):
+  import numpy as np
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def fixed_batches(data, batch_size, count, seed=0):
+  """`count` batches of real training rows, padded to max_length (the same for both frameworks)."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  out = []
+  n = len(data['lengths'])
+  for _ in range(count):
+    rows = rng.choice(n, batch_size, replace=False)
+    out.append({'tokens': data['tokens'][rows].astype(np.int32),
+                'lengths': data['lengths'][rows].astype(np.int32),
+                'labels': data['labels'][rows].astype(np.float32),
+                'mask': np.ones(batch_size, np.float32)})
+  return out
+
+
+def timed_repeats(run_steps, spec):
+  """Median seconds per step over `repeats` timed runs of about `step_seconds` each.
+
+  One untimed probe step sizes the runs (at least 2 steps each).
+  """
+  t = time.perf_counter()
+  run_steps(1)
+  probe = time.perf_counter() - t
+  steps = max(2, round(spec['step_seconds'] / max(probe, 1e-4)))
+  repeats = spec['repeats']
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    run_steps(steps)
+    times.append((time.perf_counter() - t) / steps)
+  return statistics.median(times), times
+
+
+def matmul_gflops(n=2048, repeats=7):
+  """Measured float32 GFLOP/s of an n x n x n jnp.matmul (median of repeats)."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def cnn_train_flops(config, batch, length):
+  """FLOPs of one CNN train step counted from the shapes: convolutions and head, fwd + bwd.
+
+  conv forward = 2 * B * L * E * F * sum(k); backward = 2 x forward (input and kernel grads);
+  head = 2 * B * (in * dense + dense * G) (or in * G) forward, x3 with the backward.
+  """
+  m = config.model
+  conv = 2 * batch * length * m.embed_dim * m.conv_filters * sum(m.conv_kernel_sizes)
+  feat = m.conv_filters * len(m.conv_kernel_sizes)
+  g = 18
+  head = 2 * batch * (feat * m.dense_size + m.dense_size * g if m.dense_size else feat * g)
+  return 3 * (conv + head)
+
+
+def jax_train(spec):
+  import jax
+  jax.config.update('jax_enable_compilation_cache', False)  # Compile times measured cold.
+  import numpy as np
+  from flax import nnx
+  from genre_jax import inference, losses, models, parallel, trainer
+  from genre_jax.data import batching, pipeline
+
+  config = load_config(spec['config'], spec.get('overrides', {}))
+  data = load_data(spec['data'])
+  num_labels = data['labels'].shape[1]
+  max_length = data['tokens'].shape[1]
+  mesh = parallel.make_mesh()
+  steps_per_epoch = -(-len(data['lengths']) // config.batch_size)
+  out = {'framework': 'genre_jax', 'config': spec['config'], 'steps': {},
+         'devices': [str(d) for d in jax.devices()]}
+
+  def fresh():
+    model = models.create_model(config.model, vocab_size=int(data['vocab_size']),
+                                 num_labels=num_labels, pad_id=0,
+                                 rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    model.train()
+    optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, steps_per_epoch),
+                              wrt=nnx.Param)
+    parallel.replicate(model, mesh)
+    parallel.replicate(optimizer, mesh)
+    return model, optimizer
+
+  for bs in spec['batch_sizes']:
+    model, optimizer = fresh()
+    step = trainer.make_train_step(nnx.Param)
+    batches = [parallel.shard_batch(b, mesh) for b in fixed_batches(data, bs, 8)]
+    t = time.perf_counter()
+    jax.block_until_ready(step(model, optimizer, batches[0], None))
+    first = time.perf_counter() - t
+    for i in range(spec['warmup']):
+      step(model, optimizer, batches[i % 8], None)
+    jax.block_until_ready(step(model, optimizer, batches[0], None))
+    counter = [0]
+
+    def run_steps(k):
+      loss = None
+      for _ in range(k):
+        loss = step(model, optimizer, batches[counter[0] % 8], None)
+        counter[0] += 1
+      jax.block_until_ready(loss)
+
+    med, times = timed_repeats(run_steps, spec)
+    row = {'batch_size': bs, 'length': max_length, 'seconds_per_step': med,
+           'examples_per_second': bs / med, 'repeat_seconds_per_step': times,
+           'first_step_seconds': first}
+    if config.model.name == 'cnn':
+      row['flops_per_step'] = cnn_train_flops(config, bs, max_length)
+      row['gflops'] = row['flops_per_step'] / med / 1e9
+    out['steps'][str(bs)] = row
+
+  # Compile time of the eval step (first call at eval_batch_size x max_length).
+  model, optimizer = fresh()
+  model.eval()
+  eb = fixed_batches(data, config.eval_batch_size, 1)[0]
+  eb = parallel.shard_batch(eb, mesh)
+  t = time.perf_counter()
+  jax.block_until_ready(inference.eval_step(model, eb, None))
+  out['eval_first_call_seconds'] = time.perf_counter() - t
+  t = time.perf_counter()
+  jax.block_until_ready(inference.eval_step(model, eb, None))
+  out['eval_step_seconds'] = time.perf_counter() - t
+  out['eval_compile_seconds'] = out['eval_first_call_seconds'] - out['eval_step_seconds']
+  if spec['batch_sizes']:
+    s0 = out['steps'][str(spec['batch_sizes'][0])]
+    out['train_compile_seconds'] = s0['first_step_seconds'] - s0['seconds_per_step']
+
+  if config.model.name == 'cnn' and spec['batch_sizes']:
+    out['matmul_gflops'] = matmul_gflops()
+    for row in out['steps'].values():
+      row['fraction_of_matmul'] = row['gflops'] / out['matmul_gflops']
+
+  # One end-to-end epoch with the real pipeline (bucketing per config), as trainer.py runs it.
+  if spec.get('epoch', True):
+    model, optimizer = fresh()
+    step = trainer.make_train_step(nnx.Param)
+    train = pipeline.SplitArrays(ids=[''] * len(data['lengths']), texts=[''] * len(data['lengths']),
+                                 tokens=data['tokens'], lengths=data['lengths'],
+                                 labels=data['labels'])
+    widths = (batching.bucket_widths(train.lengths, max_length, config.data.num_buckets)
+              if config.data.bucket_by_length else None)
+    # Warm-up: compile every batch width the epoch will use (one step on each), with batches
+    # from the pipeline itself so the compiled signatures are the ones the epoch sees.
+    seen_widths = set()
+    for batch in batching.batches(train, config.batch_size, shuffle=True, seed=config.seed,
+                                  epoch=0, bucket_by_length=widths is not None, widths=widths):
+      if batch['tokens'].shape[1] not in seen_widths:
+        seen_widths.add(batch['tokens'].shape[1])
+        jax.block_until_ready(step(model, optimizer, parallel.shard_batch(batch, mesh), None))
+    epoch_times = []
+    for epoch in range(1, spec['epoch_repeats'] + 1):
+      t = time.perf_counter()
+      pending, seen = [], []
+      for batch in batching.batches(train, config.batch_size, shuffle=True, seed=config.seed,
+                                    epoch=epoch, bucket_by_length=widths is not None,
+                                    widths=widths):
+        pending.append(step(model, optimizer, parallel.shard_batch(batch, mesh), None))
+        if len(pending) == 20:
+          seen += [float(v) for v in pending]
+          pending = []
+      seen += [float(v) for v in pending]
+      epoch_times.append(time.perf_counter() - t)
+    out['epoch_seconds'] = statistics.median(epoch_times)
+    out['epoch_repeat_seconds'] = epoch_times
+    out['epoch_widths'] = widths or [max_length]
+    out['epoch_final_loss'] = float(np.mean(seen[-20:]))
+
+  if spec.get('breakdown'):
+    out['breakdown'] = jax_breakdown(config, data, mesh, fresh, spec)
+  return out
+
+
+def jax_breakdown(config, data, mesh, fresh, spec):
+  """Milliseconds per call of forward, forward + backward, and the full step (fixed shapes)."""
+  import jax
+  from flax import nnx
+  from genre_jax import losses, parallel, trainer
+
+  model, optimizer = fresh()
+  bs = config.batch_size
+  batch = parallel.shard_batch(fixed_batches(data, bs, 1)[0], mesh)
+
+  @nnx.jit
+  def forward(model, batch):
+    logits = model(batch['tokens'], batch['lengths'])
+    return losses.sigmoid_bce(logits, batch['labels'], batch['mask'])
+
+  @nnx.jit
+  def forward_backward(model, batch):
+    def loss_fn(model):
+      return losses.sigmoid_bce(model(batch['tokens'], batch['lengths']), batch['labels'],
+                                batch['mask'])
+    return nnx.value_and_grad(loss_fn)(model)
+
+  step = trainer.make_train_step(nnx.Param)
+  fns = {'forward': lambda: forward(model, batch),
+         'forward_backward': lambda: forward_backward(model, batch),
+         'train_step': lambda: step(model, optimizer, batch, None)}
+  out = {}
+  for name, fn in fns.items():
+    jax.block_until_ready(fn())
+    jax.block_until_ready(fn())
+
+    def run_steps(k, fn=fn):
+      r = None
+      for _ in range(k):
+        r = fn()
+      jax.block_until_ready(r)
+
+    out[name + '_ms'] = timed_repeats(run_steps, spec)[0] * 1e3
+  out['backward_ms'] = out['forward_backward_ms'] - out['forward_ms']
+  out['optimizer_update_ms'] = out['train_step_ms'] - out['forward_backward_ms']
+  # Data pipeline: building the batches of one epoch (numpy), no training.
+  from genre_jax.data import batching, pipeline
+  n = len(data['lengths'])
+  train = pipeline.SplitArrays(ids=[''] * n, texts=[''] * n, tokens=data['tokens'],
+                               lengths=data['lengths'], labels=data['labels'])
+  widths = (batching.bucket_widths(train.lengths, data['tokens'].shape[1], config.data.num_buckets)
+            if config.data.bucket_by_length else None)
+  t = time.perf_counter()
+  count = 0
+  for b in batching.batches(train, bs, shuffle=True, seed=0, epoch=1,
+                            bucket_by_length=widths is not None, widths=widths):
+    parallel.shard_batch(b, mesh)
+    count += 1
+  out['pipeline_ms_per_batch'] = (time.perf_counter() - t) / count * 1e3
+  out['batch_size'] = bs
+  # A jax.profiler trace of a few steps, summarised by the caller if it can.
+  if spec.get('trace_dir'):
+    jax.profiler.start_trace(spec['trace_dir'])
+    for _ in range(5):
+      r = step(model, optimizer, batch, None)
+    jax.block_until_ready(r)
+    jax.profiler.stop_trace()
+  return out
+
+
+def torch_train(spec):
+  import numpy as np
+  import torch
+  torch.set_num_threads(spec.get('threads', 2))
+  from benchmarks import torch_reference as ref
+
+  config = load_config(spec['config'], spec.get('overrides', {}))
+  data = load_data(spec['data'])
+  num_labels = data['labels'].shape[1]
+  max_length = data['tokens'].shape[1]
+  steps_per_epoch = -(-len(data['lengths']) // config.batch_size)
+  out = {'framework': 'pytorch', 'config': spec['config'], 'steps': {},
+         'torch_threads': torch.get_num_threads()}
+
+  def fresh():
+    torch.manual_seed(config.seed)
+    model = ref.Classifier(config.model, int(data['vocab_size']), num_labels)
+    opt, sched = ref.make_optimizer(config, model, steps_per_epoch)
+    return ref.make_train_step(config, model, opt, sched)
+
+  def to_torch(b):
+    return (torch.from_numpy(b['tokens'].astype(np.int64)),
+            torch.from_numpy(b['lengths'].astype(np.int64)),
+            torch.from_numpy(b['labels']), torch.from_numpy(b['mask']))
+
+  for bs in spec['batch_sizes']:
+    step = fresh()
+    batches = [to_torch(b) for b in fixed_batches(data, bs, 8)]
+    for i in range(spec['warmup'] + 1):
+      step(*batches[i % 8])
+    counter = [0]
+
+    def run_steps(k):
+      for _ in range(k):
+        loss = step(*batches[counter[0] % 8])
+        counter[0] += 1
+      loss.item()
+
+    med, times = timed_repeats(run_steps, spec)
+    out['steps'][str(bs)] = {'batch_size': bs, 'length': max_length, 'seconds_per_step': med,
+                             'examples_per_second': bs / med, 'repeat_seconds_per_step': times}
+
+  # One epoch with a plain padded pipeline: shuffle, slice, pad to max_length (as Keras did).
+  if spec.get('epoch', True):
+    step = fresh()
+    n = len(data['lengths'])
+    bs = config.batch_size
+    for b in fixed_batches(data, bs, 2):
+      step(*to_torch(b))
+    epoch_times = []
+    for epoch in range(1, spec['epoch_repeats'] + 1):
+      t = time.perf_counter()
+      order = np.random.default_rng((config.seed, epoch)).permutation(n)
+      losses = []
+      for i in range(0, n, bs):
+        rows = order[i:i + bs]
+        real = len(rows)
+        rows = np.concatenate([rows, np.zeros(bs - real, np.int64)])
+        mask = (np.arange(bs) < real).astype(np.float32)
+        batch = {'tokens': data['tokens'][rows], 'lengths': data['lengths'][rows],
+                 'labels': data['labels'][rows], 'mask': mask}
+        losses.append(step(*to_torch(batch)).item())
+      epoch_times.append(time.perf_counter() - t)
+    out['epoch_seconds'] = statistics.median(epoch_times)
+    out['epoch_repeat_seconds'] = epoch_times
+    out['epoch_final_loss'] = float(np.mean(losses[-20:]))
+  return out
+
+
+def evaluate(spec):
+  """evaluate_test_split throughput (end to end, and the model scoring alone)."""
+  from genre_jax import evaluation, inference
+  from genre_jax.data import pipeline
+  inference.enable_compilation_cache()
+  run = inference.load_run(spec['workdir'])
+  evaluation.evaluate_test_split(run)  # Warm-up (compiles).
+  times = []
+  for _ in range(spec['repeats']):
+    t = time.perf_counter()
+    result = evaluation.evaluate_test_split(run)
+    times.append(time.perf_counter() - t)
+  n = result['summary']['n']
+  data = pipeline.prepare(run.config.data, tokenizer_factory=lambda texts: run.tokenizer,
+                          split=run.meta['split'])
+  test = data.arrays['test']
+  score_times = []
+  for _ in range(spec['repeats']):
+    t = time.perf_counter()
+    inference.predict_probs(run.model, test.tokens, test.lengths, test.labels,
+                            batch_size=run.config.eval_batch_size, mesh=run.mesh)
+    score_times.append(time.perf_counter() - t)
+  return {'n_test': n, 'evaluate_seconds': statistics.median(times),
+          'evaluate_synopses_per_second': n / statistics.median(times),
+          'scoring_seconds': statistics.median(score_times),
+          'scoring_synopses_per_second': n / statistics.median(score_times),
+          'eval_batch_size': run.config.eval_batch_size}
+
+
+KINDS = {'jax_train': jax_train, 'torch_train': torch_train, 'evaluate': evaluate}
+
+if __name__ == '__main__':
+  kind, spec = sys.argv[1], json.loads(sys.argv[2])
+  result = KINDS[kind](spec)
+  print('RESULT ' + json.dumps(result))

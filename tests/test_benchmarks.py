@@ -1,0 +1,68 @@
+"""Tests of the benchmark command: the report (fast) and a `--quick` smoke run (slow, torch)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _results(step_ratio_torch_eps=100.0, predict_seconds=2.0):
+  step = {'batch_size': 32, 'length': 128, 'seconds_per_step': 0.1, 'examples_per_second': 320.0,
+          'repeat_seconds_per_step': [0.1], 'first_step_seconds': 5.1, 'flops_per_step': 6e9,
+          'gflops': 60.0, 'fraction_of_matmul': 0.6}
+  return {
+      'command': 'python -m benchmarks.run', 'quick': False, 'started': '2026-01-01T00:00:00',
+      'wall_seconds': 10.0, 'loadavg_start': [0.1, 0.1, 0.1], 'loadavg_end': [0.2, 0.2, 0.2],
+      'machine': {'cpu_model': 'CPU', 'logical_cpus': 2, 'usable_cpus': 2, 'platform': 'linux',
+                  'versions': {'jax': '0.10.2', 'torch': '2.13.0'}},
+      'train_examples': 100, 'train_examples_full': 100, 'torch_available': True,
+      'mode': {'warmup': 3, 'repeats': 5, 'step_seconds': 1.0, 'epoch_repeats': 3},
+      'rows': [{'config': 'cnn',
+                'jax': {'steps': {'32': step}, 'epoch_seconds': 4.0, 'epoch_widths': [32, 128],
+                        'train_compile_seconds': 5.0, 'eval_compile_seconds': 1.0,
+                        'matmul_gflops': 100.0},
+                'torch': {'steps': {'32': {**step, 'examples_per_second': step_ratio_torch_eps}},
+                          'epoch_seconds': 10.0}}],
+      'breakdown': {'config': 'cnn', 'batch_size': 32, 'forward_ms': 30.0, 'backward_ms': 60.0,
+                    'forward_backward_ms': 90.0, 'optimizer_update_ms': 10.0,
+                    'train_step_ms': 100.0, 'pipeline_ms_per_batch': 2.0},
+      'inference': {'train_command': 'x', 'n_test': 10, 'evaluate_synopses_per_second': 50.0,
+                    'scoring_synopses_per_second': 500.0, 'eval_batch_size': 256,
+                    'predict_seconds': predict_seconds, 'predict_first_seconds': 4.0},
+  }
+
+
+def test_report_renders_every_section_and_flags_missed_targets():
+  from benchmarks import report
+  met = report.markdown(_results())
+  for heading in ('Training step throughput', 'One training epoch', "CNN train step",
+                  'Compile time', 'Inference', 'Where the time goes', 'Targets'):
+    assert heading in met
+  assert '| cnn | 32 | 128 | 320.0 | 100.0 | 3.20 | yes |' in met
+  assert 'Every target measured in this run was met.' in met
+  missed = report.markdown(_results(step_ratio_torch_eps=640.0, predict_seconds=5.0))
+  assert 'train step cnn batch 32: ratio 0.50 < 1.0' in missed
+  assert 'predict: 5.00 s > 3 s' in missed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None,
+                    reason="PyTorch not installed (pip install '.[bench]')")
+def test_quick_benchmark_run(tmp_path):
+  out, js = tmp_path / 'BENCHMARKS.md', tmp_path / 'results.json'
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--quick', '--out', str(out),
+                         '--json', str(js)], cwd=REPO, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads(js.read_text())
+  row = results['rows'][0]
+  assert row['jax']['steps']['32']['examples_per_second'] > 0
+  assert row['torch']['steps']['32']['examples_per_second'] > 0
+  assert row['jax']['epoch_seconds'] > 0 and row['torch']['epoch_seconds'] > 0
+  assert results['inference']['predict_seconds'] > 0
+  text = out.read_text()
+  assert 'Smoke run' in text and 'genre_jax / PyTorch' in text
