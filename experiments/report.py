@@ -1,0 +1,499 @@
+"""Writes experiments/RESULTS.md, experiments/results.json and experiments/figures/*.png.
+
+Reads only finished runs: `<runs>/baselines/<name>/report.json`, `<runs>/<row>/seed<k>/report.json`
+and `metrics.jsonl` (written by `experiments.reproduce`), `<runs>/machine.json` and
+`<runs>/timings.json`, and `experiments/search_results.json`. Trains nothing; rows or seeds that
+are missing are reported as missing, and the file says "PARTIAL" until every row has 3 seeds.
+
+Run:
+  python -m experiments.report [--runs runs/experiments] [--out experiments]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+from typing import Any
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SEEDS = (0, 1, 2)
+BASELINES = (('top_k', 'Always predict the top-k genres'),
+             ('tfidf_lr', 'TF-IDF + one-vs-rest logistic regression'))
+# (run name, table label, config file); the order of the table.
+ROWS = (
+    ('seed_lstm', 'Seed LSTM', 'configs/seed_lstm.py'),
+    ('lstm', 'Tuned LSTM', 'configs/lstm.py'),
+    ('seed_cnn', 'Seed CNN', 'configs/seed_cnn.py'),
+    ('cnn', 'Tuned CNN', 'configs/cnn.py'),
+    ('seed_cnn_lstm', 'Seed CNN→LSTM', 'configs/seed_cnn_lstm.py'),
+    ('cnn_lstm', 'Tuned CNN→LSTM', 'configs/cnn_lstm.py'),
+)
+TUNED = ('lstm', 'cnn', 'cnn_lstm')
+METRICS = (('micro_f1', 'micro-F1'), ('macro_f1', 'macro-F1'), ('samples_f1', 'samples-F1'),
+           ('micro_precision', 'micro-P'), ('micro_recall', 'micro-R'),
+           ('hamming_loss', 'Hamming'), ('map', 'mAP'), ('loss', 'test loss'))
+TARGET_MICRO_F1 = 0.58
+
+
+def _read_json(path: pathlib.Path):
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _history(path: pathlib.Path) -> list[dict]:
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_runs(runs: pathlib.Path) -> dict[str, Any]:
+  """Every finished report under `runs`: {'baselines': {name: report}, 'rows': {row: {seed: r}}}."""
+  out = {'baselines': {}, 'rows': {}, 'histories': {}}
+  for name, _ in BASELINES:
+    report = _read_json(runs / 'baselines' / name / 'report.json')
+    if report is not None:
+      out['baselines'][name] = report
+  for row, _, _ in ROWS:
+    for seed in SEEDS:
+      report = _read_json(runs / row / f'seed{seed}' / 'report.json')
+      if report is not None:
+        out['rows'].setdefault(row, {})[seed] = report
+        out['histories'].setdefault(row, {})[seed] = _history(
+            runs / row / f'seed{seed}' / 'metrics.jsonl')
+  return out
+
+
+def mean_std(values) -> dict[str, float]:
+  """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+  v = np.asarray(values, np.float64)
+  return {'mean': float(v.mean()), 'std': float(v.std(ddof=1)) if v.size > 1 else 0.0,
+          'n': int(v.size)}
+
+
+def aggregate(reports: dict[int, dict]) -> dict[str, Any]:
+  """Mean ± std over seeds of the tuned-threshold and 0.5-threshold test metrics."""
+  out = {'seeds': sorted(reports)}
+  for part in ('test', 'test_at_0.5', 'validation'):
+    out[part] = {k: mean_std([r[part][k] for r in reports.values()])
+                 for k, _ in METRICS if all(k in r.get(part, {}) for r in reports.values())}
+  out['train_seconds'] = mean_std([r['train_seconds'] for r in reports.values()])
+  epochs = [r.get('best_epoch') for r in reports.values()]
+  out['best_epoch'] = mean_std(epochs) if None not in epochs else None
+  out['thresholds'] = [r['thresholds'].get('global') for r in reports.values()]
+  return out
+
+
+def summarise(runs_data: dict[str, Any]) -> dict[str, Any]:
+  summary = {'baselines': {}, 'rows': {}}
+  for name, report in runs_data['baselines'].items():
+    summary['baselines'][name] = {**aggregate({0: report}), 'chosen': report.get('chosen'),
+                                  'deterministic': True}
+  for row, reports in runs_data['rows'].items():
+    summary['rows'][row] = aggregate(reports)
+  return summary
+
+
+def best_row(summary: dict[str, Any]) -> str | None:
+  """The genre_jax row with the highest mean VALIDATION micro-F1 (never chosen on test)."""
+  rows = [r for r in summary['rows'] if 'micro_f1' in summary['rows'][r]['validation']]
+  if not rows:
+    return None
+  return max(rows, key=lambda r: summary['rows'][r]['validation']['micro_f1']['mean'])
+
+
+def _fmt(stat: dict | None, digits: int = 3, deterministic: bool = False) -> str:
+  if stat is None:
+    return '–'
+  if deterministic:
+    return f'{stat["mean"]:.{digits}f} ± 0'
+  return f'{stat["mean"]:.{digits}f} ± {stat["std"]:.{digits}f}'
+
+
+# ---- Figures ---------------------------------------------------------------------------------
+
+
+def plot_curves(runs_data, path: pathlib.Path) -> bool:
+  import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
+  rows = [(r, label) for r, label, _ in ROWS if runs_data['histories'].get(r)]
+  if not rows:
+    return False
+  fig, axes = plt.subplots(len(rows), 2, figsize=(10, 2.6 * len(rows)), squeeze=False)
+  for (row, label), (ax_loss, ax_f1) in zip(rows, axes):
+    for seed, hist in sorted(runs_data['histories'][row].items()):
+      if not hist:
+        continue
+      epochs = [h['epoch'] for h in hist]
+      alpha = 1.0 if seed == min(runs_data['histories'][row]) else 0.35
+      ax_loss.plot(epochs, [h['train_loss'] for h in hist], 'C0-o', ms=3, alpha=alpha,
+                   label='train' if alpha == 1 else None)
+      ax_loss.plot(epochs, [h['val_loss'] for h in hist], 'C1-o', ms=3, alpha=alpha,
+                   label='validation' if alpha == 1 else None)
+      ax_f1.plot(epochs, [h['val_micro_f1'] for h in hist], 'C1-o', ms=3, alpha=alpha,
+                 label='validation (tuned threshold)' if alpha == 1 else None)
+      if 'val_micro_f1@0.5' in hist[0]:
+        ax_f1.plot(epochs, [h['val_micro_f1@0.5'] for h in hist], 'C2--', alpha=alpha,
+                   label='validation (threshold 0.5)' if alpha == 1 else None)
+    ax_loss.set_title(f'{label}: loss')
+    ax_f1.set_title(f'{label}: micro-F1')
+    for ax in (ax_loss, ax_f1):
+      ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+      ax.set_xlabel('epoch')
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return True
+
+
+def _per_genre_mean(reports: list[dict]) -> dict[str, dict]:
+  out = {}
+  for entry in reports[0]['test_per_genre']:
+    g = entry['genre']
+    vals = [next(e for e in r['test_per_genre'] if e['genre'] == g)['f1'] for r in reports]
+    out[g] = {'f1': float(np.mean(vals)), 'support': entry['support']}
+  return out
+
+
+def plot_per_genre(model_label, model_reports, baseline_report, path: pathlib.Path) -> bool:
+  import matplotlib.pyplot as plt
+  if not model_reports or baseline_report is None:
+    return False
+  ours = _per_genre_mean(model_reports)
+  base = _per_genre_mean([baseline_report])
+  genres = sorted(ours, key=lambda g: -ours[g]['support'])
+  y = np.arange(len(genres))
+  fig, ax = plt.subplots(figsize=(8, 0.35 * len(genres) + 1.2))
+  ax.barh(y - 0.2, [ours[g]['f1'] for g in genres], 0.4, label=model_label)
+  ax.barh(y + 0.2, [base[g]['f1'] for g in genres], 0.4, label='TF-IDF + LR')
+  ax.set_yticks(y, [f'{g} ({ours[g]["support"]})' for g in genres])
+  ax.invert_yaxis()
+  ax.set_xlabel('test F1 (tuned threshold; genre (test support))')
+  ax.legend(loc='lower right')
+  ax.grid(axis='x', alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return True
+
+
+def plot_confusion(label, report, path: pathlib.Path) -> bool:
+  import matplotlib.pyplot as plt
+  if report is None:
+    return False
+  cms = np.asarray(report['test_confusion_matrices'])
+  genres = [e['genre'] for e in report['test_per_genre']]
+  cols = 6
+  rows = -(-len(genres) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows), squeeze=False)
+  for ax in axes.ravel():
+    ax.axis('off')
+  for ax, g, cm in zip(axes.ravel(), genres, cms):
+    ax.axis('on')
+    ax.imshow(cm / max(cm.sum(), 1), cmap='Blues', vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(cm):
+      ax.text(j, i, str(v), ha='center', va='center', fontsize=8)
+    ax.set_title(g, fontsize=9)
+    ax.set_xticks([0, 1], ['pred 0', 'pred 1'], fontsize=7)
+    ax.set_yticks([0, 1], ['true 0', 'true 1'], fontsize=7)
+  fig.suptitle(f'{label} (seed {report.get("seed")}): test confusion matrices per genre')
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return True
+
+
+# ---- Error analysis -------------------------------------------------------------------------
+
+LENGTH_BINS = ((0, 20), (21, 40), (41, 60), (61, 90), (91, 10_000))
+
+
+def _micro_f1(labels, pred) -> float:
+  tp = float(np.sum(labels * pred))
+  den = float(np.sum(labels) + np.sum(pred))
+  return 2 * tp / den if den else 0.0
+
+
+def error_analysis(models: dict[str, pathlib.Path]) -> list[str]:
+  """Micro-F1 by synopsis length and by number of true genres; over- / under-predicted genres.
+
+  Args:
+    models: table label -> test_predictions.npz (see experiments.baselines.save_predictions).
+  """
+  loaded = {k: np.load(v) for k, v in models.items() if v is not None and v.exists()}
+  if not loaded:
+    return []
+  first = next(iter(loaded.values()))
+  n_words, n_true = first['n_words'], first['labels'].sum(axis=1)
+  groups = [(f'{lo}–{hi} words' if hi < 10_000 else f'> {lo - 1} words',
+             (n_words >= lo) & (n_words <= hi)) for lo, hi in LENGTH_BINS]
+  groups += [(f'{k} true genre{"s" if k > 1 else ""}', n_true == k) for k in (1, 2, 3)]
+  groups.append(('4+ true genres', n_true >= 4))
+  names = list(loaded)
+  lines = ['Test micro-F1 by kind of synopsis (seed-0 run; thresholds tuned on validation):', '',
+           '| test synopses | n | ' + ' | '.join(names) + ' |', '|---|---|' + '---|' * len(names)]
+  for label, mask in groups:
+    if mask.sum() == 0:
+      continue
+    cells = [f'{_micro_f1(d["labels"][mask], d["pred"][mask]):.3f}' for d in loaded.values()]
+    lines.append(f'| {label} | {int(mask.sum())} | ' + ' | '.join(cells) + ' |')
+  lines += ['', 'Predicted vs true positives per genre on the test split (a ratio > 1: the genre '
+            'is over-predicted):', '',
+            '| genre | true | ' + ' | '.join(f'{n}: predicted (ratio), F1' for n in names) + ' |',
+            '|---|---|' + '---|' * len(names)]
+  classes = [str(c) for c in first['classes']]
+  for g, genre in enumerate(classes):
+    true = int(first['labels'][:, g].sum())
+    cells = []
+    for d in loaded.values():
+      pred = int(d['pred'][:, g].sum())
+      f1 = _micro_f1(d['labels'][:, g], d['pred'][:, g])
+      cells.append(f'{pred} ({pred / max(true, 1):.2f}), {f1:.2f}')
+    lines.append(f'| {genre} | {true} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+# ---- RESULTS.md ------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+  """The machine this is called on: CPU model, cores, library versions."""
+  import importlib.metadata as md
+  cpu = platform.processor() or 'unknown'
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      if line.startswith('model name'):
+        cpu = line.split(':', 1)[1].strip()
+        break
+  except OSError:
+    pass
+  import os
+  versions = {}
+  for pkg in ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'scikit-learn', 'optuna'):
+    try:
+      versions[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      pass
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return {'cpu': cpu, 'cores': cores, 'platform': platform.platform(),
+          'python': platform.python_version(), 'versions': versions}
+
+
+def _table(summary, part: str, with_extra: bool) -> list[str]:
+  head = ['row', 'seeds'] + [name for _, name in METRICS]
+  if with_extra:
+    head += ['train time (s)', 'best epoch', 'val micro-F1']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for name, label in BASELINES:
+    s = summary['baselines'].get(name)
+    if s is None:
+      continue
+    cells = [label, 'deterministic'] + [_fmt(s[part].get(k), deterministic=True)
+                                        for k, _ in METRICS]
+    if with_extra:
+      cells += [f'{s["train_seconds"]["mean"]:.1f}', '–',
+                _fmt(s['validation'].get('micro_f1'), deterministic=True)]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  for row, label, _ in ROWS:
+    s = summary['rows'].get(row)
+    if s is None:
+      lines.append(f'| {label} | missing |' + ' |' * (len(head) - 2))
+      continue
+    cells = [label, ','.join(map(str, s['seeds']))] + [_fmt(s[part].get(k)) for k, _ in METRICS]
+    if with_extra:
+      cells += [_fmt(s['train_seconds'], 0), _fmt(s['best_epoch'], 1),
+                _fmt(s['validation'].get('micro_f1'))]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def _targets(summary) -> list[str]:
+  lines = []
+  for row in TUNED:
+    s = summary['rows'].get(row)
+    label = dict((r, l) for r, l, _ in ROWS)[row]
+    if s is None:
+      lines.append(f'- {label}: not run.')
+      continue
+    m = s['test']['micro_f1']
+    ok = m['mean'] >= TARGET_MICRO_F1
+    lines.append(f'- {label} micro-F1 ≥ {TARGET_MICRO_F1}: **{"reached" if ok else "NOT reached"}** '
+                 f'({_fmt(m)} over seeds {s["seeds"]}).')
+  best = best_row(summary)
+  lr = summary['baselines'].get('tfidf_lr')
+  if best is not None and lr is not None:
+    s = summary['rows'][best]
+    label = dict((r, l) for r, l, _ in ROWS)[best]
+    m, b = s['test']['micro_f1'], lr['test']['micro_f1']
+    ok = m['mean'] >= b['mean']
+    lines.append(
+        f'- Best genre_jax model (chosen by mean validation micro-F1): {label}, test micro-F1 '
+        f'{_fmt(m)} (macro-F1 {_fmt(s["test"]["macro_f1"])}) vs TF-IDF + LR {b["mean"]:.3f} '
+        f'(macro-F1 {lr["test"]["macro_f1"]["mean"]:.3f}): '
+        f'**{"reached" if ok else "NOT reached"}** (difference {m["mean"] - b["mean"]:+.3f}).')
+  return lines
+
+
+def _search_section(search_results) -> list[str]:
+  if not search_results:
+    return ['No search results (experiments/search_results.json) yet.']
+  lines = []
+  for arch, trials in search_results.items():
+    if not trials:
+      continue
+    best = max(trials, key=lambda r: r['validation_micro_f1'])
+    seconds = sum(r.get('wall_seconds', r['train_seconds']) for r in trials)
+    lines += [f'### {arch}: {len(trials)} trials, {seconds / 60:.1f} min of wall time',
+              '', '| trial | validation micro-F1 | best epoch / run | train s | settings |',
+              '|---|---|---|---|---|']
+    for r in trials:
+      params = ', '.join(f'{k.split(".")[-1]}={v:.3g}' if isinstance(v, float) else
+                         f'{k.split(".")[-1]}={v}' for k, v in r['params'].items())
+      mark = ' **(best)**' if r is best else ''
+      lines.append(f'| {r["trial"]}{mark} | {r["validation_micro_f1"]:.4f} | '
+                   f'{r["best_epoch"]} / {r["epochs_run"]} | {r["train_seconds"]:.0f} | '
+                   f'{params} |')
+    lines.append('')
+  return lines
+
+
+def _examples_section(best_label, report, baseline) -> list[str]:
+  if report is None:
+    return []
+  base = {e['id']: e for e in (baseline or {}).get('examples', [])}
+  lines = [f'Model: {best_label} (seed {report.get("seed")}); the first test synopses of the '
+           'split, not picked.', '']
+  for ex in report['examples']:
+    probs = ', '.join(f'{g} {p:.2f}' for g, p in ex['probabilities'].items())
+    lines += [f'- **{ex["id"]}**: {ex["synopsis"]}',
+              f'  - original genres: {", ".join(ex["original"])}',
+              f'  - predicted: {", ".join(ex["predicted"]) or "(none)"}  (top probabilities: '
+              f'{probs})']
+    if ex['id'] in base:
+      lines.append(f'  - TF-IDF + LR predicted: {", ".join(base[ex["id"]]["predicted"]) or "(none)"}')
+  return lines
+
+
+def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
+  """Everything: results.json, figures and RESULTS.md. Returns the summary."""
+  runs_data = load_runs(runs)
+  summary = summarise(runs_data)
+  machine = _read_json(runs / 'machine.json') or {**machine_info(), 'note': 'report machine'}
+  timings = _read_json(runs / 'timings.json') or {}
+  search_results = _read_json(out / 'search_results.json') or {}
+  figures = out / 'figures'
+  figures.mkdir(parents=True, exist_ok=True)
+
+  best = best_row(summary)
+  labels = {r: l for r, l, _ in ROWS}
+  best_reports = [runs_data['rows'][best][s] for s in sorted(runs_data['rows'][best])] if best else []
+  lr = runs_data['baselines'].get('tfidf_lr')
+  made = {
+      'curves': plot_curves(runs_data, figures / 'curves.png'),
+      'per_genre': plot_per_genre(labels.get(best), best_reports, lr,
+                                  figures / 'per_genre_f1.png'),
+      'confusion': plot_confusion(labels.get(best), best_reports[0] if best_reports else None,
+                                  figures / 'confusion_matrices.png'),
+  }
+  complete = (set(runs_data['baselines']) == {n for n, _ in BASELINES} and all(
+      set(runs_data['rows'].get(r, {})) == set(SEEDS) for r, _, _ in ROWS))
+  summary.update(best=best, complete=complete, machine=machine, timings=timings)
+  (out / 'results.json').write_text(json.dumps(summary, indent=1))
+
+  md = ['# genre_jax experiments: results', '',
+        '_Generated by `python -m experiments.report` (run by `python -m experiments.reproduce`); '
+        'do not edit by hand — the discussion comes from `experiments/discussion.md`._', '']
+  if not complete:
+    md += ['> **PARTIAL RESULTS.** Not every row has seeds 0, 1 and 2 yet; rows show the seeds '
+           'they have. Run `python -m experiments.reproduce` for the full table.', '']
+  md += ['## Protocol', '',
+         '- Data: TMDB Top-10K (`tmdb_10k`), the fixed 80/10/10 iterative-stratified split '
+         '(`data.split_seed=0`): train / validation / test sizes in each report.',
+         '- Every model: early stopping on validation micro-F1, best epoch restored, one global '
+         'threshold tuned on validation (grid 0.05…0.95), test split scored once. Baselines use '
+         'the same split and threshold tuning.',
+         '- Neural rows: seeds 0, 1, 2 (initialisation, dropout, shuffling); mean ± sample std '
+         '(ddof=1). The baselines are deterministic, so their std is 0.',
+         '- "best epoch" counts from 1; "train time" is the training loop only (no data '
+         'preparation, compilation included).', '',
+         '## Targets', ''] + _targets(summary) + ['',
+         '## Test metrics at the threshold tuned on validation', ''] + _table(
+             summary, 'test', True) + ['', '## Test metrics at threshold 0.5', ''] + _table(
+             summary, 'test_at_0.5', False)
+  md += ['', 'Baseline choices (on validation): ' + '; '.join(
+      f'{n}: {summary["baselines"][n]["chosen"]}' for n, _ in BASELINES
+      if n in summary['baselines']), '']
+  md += ['## Figures', '']
+  if made['curves']:
+    md += ['Training / validation loss and validation micro-F1 per epoch (seed 0 solid, other '
+           'seeds faded). The trainer does not score the training split per epoch, so there is '
+           'no training micro-F1 curve.', '', '![curves](figures/curves.png)', '']
+  if made['per_genre']:
+    md += [f'Per-genre test F1, {labels[best]} (mean over seeds) vs TF-IDF + LR:', '',
+           '![per-genre F1](figures/per_genre_f1.png)', '']
+  if made['confusion']:
+    md += [f'Per-genre test confusion matrices, {labels[best]}:', '',
+           '![confusion matrices](figures/confusion_matrices.png)', '']
+  if best:
+    md += ['## Example predictions', ''] + _examples_section(labels[best], best_reports[0], lr)
+    md += ['']
+  if best:
+    analysis = error_analysis({
+        labels[best]: runs / best / f'seed{min(runs_data["rows"][best])}' / 'test_predictions.npz',
+        'TF-IDF + LR': runs / 'baselines' / 'tfidf_lr' / 'test_predictions.npz'})
+    if analysis:
+      md += ['## Where the models fail', ''] + analysis + ['']
+  md += ['## Hyperparameter search (validation split only)', '',
+         'Command: `python -m experiments.search --arch ARCH --trials N [--timeout MIN]` (Optuna '
+         'TPE after hand-picked first trials; training seed 0; objective: best validation '
+         'micro-F1 at the validation-tuned threshold; the trainer\'s test numbers are never '
+         'read). Every finished trial is listed; "train s" is the training loop on the machine '
+         'as it was then (see the discussion for the exact commands and the machine load).', '']
+  md += _search_section(search_results)
+  discussion = out / 'discussion.md'
+  if discussion.exists():
+    md += ['## Discussion', '', discussion.read_text().strip(), '']
+  md += ['## Reproduction', '',
+         '```', 'export GENRE_JAX_MIRROR=/path/to/mirror   # optional; else downloaded',
+         'python -m experiments.reproduce        # baselines + every row x seeds 0,1,2 + this file',
+         'python -m experiments.report           # only this file and the figures',
+         'python -m experiments.search --arch cnn lstm cnn_lstm --trials N   # separately', '```',
+         '']
+  if timings:
+    md += [f'Reproduction time: {timings.get("total_seconds", 0) / 60:.1f} min, the sum of the wall '
+           f'times of the {len(timings.get("runs", {}))} runs (data preparation and compilation '
+           'included; see runs/experiments/timings.json).', '']
+  md += ['## Machine', '',
+         f'- CPU: {machine.get("cpu")}, {machine.get("cores")} cores usable; '
+         f'{machine.get("platform")}; Python {machine.get("python")}',
+         '- Libraries: ' + ', '.join(f'{k} {v}' for k, v in machine.get('versions', {}).items()),
+         ]
+  if machine.get('load_average_at_start'):
+    md.append('- Load average (1, 5, 15 min) when the last reproduction started: ' + ', '.join(
+        f'{x:.2f}' for x in machine['load_average_at_start']))
+  if machine.get('note'):
+    md.append(f'- ({machine["note"]}: runs/experiments/machine.json was missing)')
+  if machine.get('shared'):
+    md.append(f'- Note: {machine["shared"]}')
+  (out / 'RESULTS.md').write_text('\n'.join(md) + '\n')
+  return summary
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--runs', default=str(REPO / 'runs' / 'experiments'))
+  parser.add_argument('--out', default=str(REPO / 'experiments'))
+  args = parser.parse_args(argv)
+  import matplotlib
+  matplotlib.use('Agg')
+  summary = write_results(pathlib.Path(args.runs), pathlib.Path(args.out))
+  print(f'wrote {pathlib.Path(args.out) / "RESULTS.md"} (complete: {summary["complete"]}, '
+        f'best row by validation: {summary["best"]})')
+
+
+if __name__ == '__main__':
+  main()

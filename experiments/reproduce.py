@@ -1,0 +1,138 @@
+"""Reproduces the whole results table: baselines, then every row x seeds 0, 1, 2, then RESULTS.md.
+
+Each neural run is `genre_jax.trainer.train_and_evaluate(config, workdir)` with the row's config
+file (experiments.report.ROWS) and `config.seed = k`, in `<runs>/<row>/seed<k>`; the data split
+is the configs' fixed one (`data.split_seed = 0`). Runs go seed by seed (every row's seed 0 first),
+so an interrupted reproduction already gives a partial table; finished runs (a report.json) are
+skipped, and an interrupted run resumes from its checkpoint. The hyperparameter search is not
+part of this (see experiments/search.py).
+
+Run:
+  python -m experiments.reproduce [--runs runs/experiments] [--seeds 0 1 2] [--rows cnn lstm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import pathlib
+import runpy
+import time
+
+from experiments import baselines
+from experiments import report as report_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_config(path: str, seed: int):
+  config = runpy.run_path(str(REPO / path))['get_config']()
+  config.seed = seed
+  config.progress_bar = False
+  return config
+
+
+def _timings(runs: pathlib.Path) -> dict:
+  path = runs / 'timings.json'
+  return json.loads(path.read_text()) if path.exists() else {'runs': {}}
+
+
+def _save_timings(runs: pathlib.Path, timings: dict) -> None:
+  timings['total_seconds'] = round(sum(timings['runs'].values()), 1)
+  (runs / 'timings.json').write_text(json.dumps(timings, indent=1))
+
+
+def run_all(runs: pathlib.Path, seeds, rows, with_baselines: bool = True,
+            quiet: bool = False) -> None:
+  from genre_jax import trainer
+  runs.mkdir(parents=True, exist_ok=True)
+  machine = report_lib.machine_info()
+  machine['load_average_at_start'] = os.getloadavg() if hasattr(os, 'getloadavg') else None
+  (runs / 'machine.json').write_text(json.dumps(machine, indent=1))
+  timings = _timings(runs)
+
+  if with_baselines and not all((runs / 'baselines' / n / 'report.json').exists()
+                                for n, _ in report_lib.BASELINES):
+    t0 = time.time()
+    config = _load_config(report_lib.ROWS[0][2], 0)
+    baselines.run(config.data, runs / 'baselines', config.num_examples_to_show)
+    timings['runs']['baselines'] = round(time.time() - t0, 1)
+    _save_timings(runs, timings)
+
+  for seed in seeds:
+    for row, label, config_path in report_lib.ROWS:
+      if rows and row not in rows:
+        continue
+      workdir = runs / row / f'seed{seed}'
+      if (workdir / trainer.REPORT_FILE).exists():
+        print(f'== {label} seed {seed}: done already ({workdir})', flush=True)
+        continue
+      print(f'== {label} seed {seed}: training {config_path} in {workdir}', flush=True)
+      t0 = time.time()
+      buffer = io.StringIO()
+      with contextlib.redirect_stdout(buffer) if quiet else contextlib.nullcontext():
+        report = trainer.train_and_evaluate(_load_config(config_path, seed), str(workdir))
+      timings['runs'][f'{row}/seed{seed}'] = round(time.time() - t0, 1)
+      _save_timings(runs, timings)
+      t = report['test']
+      print(f'== {label} seed {seed}: test micro-F1 {t["micro_f1"]:.4f} macro-F1 '
+            f'{t["macro_f1"]:.4f}, best epoch {report["best_epoch"]}/{report["epochs_run"]}, '
+            f'{time.time() - t0:.0f} s wall', flush=True)
+
+
+def dump_predictions(workdir: pathlib.Path) -> None:
+  """Saves a finished run's test probabilities / predictions (at its tuned threshold)."""
+  from genre_jax import inference
+  from genre_jax import thresholds
+  from genre_jax.data import pipeline
+  run = inference.load_run(workdir)
+  data = pipeline.prepare(run.config.data, tokenizer_factory=lambda texts: run.tokenizer,
+                          split=run.meta['split'])
+  test = data.arrays['test']
+  probs, _ = inference.predict_probs(run.model, test.tokens, test.lengths, test.labels,
+                                     batch_size=run.config.eval_batch_size, mesh=run.mesh)
+  pred = thresholds.apply(probs, run.threshold, run.thresholds['at_least_one'])
+  baselines.save_predictions(workdir / baselines.PREDICTIONS_FILE, test, probs, pred,
+                             list(run.labels.classes))
+
+
+def dump_all_predictions(runs: pathlib.Path, seeds=(0,)) -> None:
+  """Test predictions of each row's seed-0 run, for the error analysis (a few seconds each)."""
+  for row, _, _ in report_lib.ROWS:
+    for seed in seeds:
+      workdir = runs / row / f'seed{seed}'
+      if (workdir / 'report.json').exists() and not (
+          workdir / baselines.PREDICTIONS_FILE).exists():
+        try:
+          dump_predictions(workdir)
+        except Exception as e:  # The table does not need it; the error analysis is skipped.
+          print(f'warning: no test predictions for {workdir}: {e!r}', flush=True)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--runs', default=str(REPO / 'runs' / 'experiments'))
+  parser.add_argument('--seeds', type=int, nargs='+', default=list(report_lib.SEEDS))
+  parser.add_argument('--rows', nargs='+', default=None,
+                      choices=[r for r, _, _ in report_lib.ROWS], help='default: all rows')
+  parser.add_argument('--skip-baselines', action='store_true')
+  parser.add_argument('--quiet', action='store_true', help='hide per-epoch training output')
+  args = parser.parse_args(argv)
+  import matplotlib
+  matplotlib.use('Agg')
+  from genre_jax import inference
+  inference.enable_compilation_cache()
+  runs = pathlib.Path(args.runs)
+  t0 = time.time()
+  run_all(runs, args.seeds, args.rows, not args.skip_baselines, args.quiet)
+  dump_all_predictions(runs)
+  summary = report_lib.write_results(runs, REPO / 'experiments')
+  print(f'reproduction finished in {(time.time() - t0) / 60:.1f} min; wrote experiments/RESULTS.md '
+        f'(complete: {summary["complete"]}, best row by validation: {summary["best"]})')
+
+
+if __name__ == '__main__':
+  main()

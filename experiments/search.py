@@ -1,0 +1,223 @@
+"""Hyperparameter search on the VALIDATION split (Optuna TPE), one architecture at a time.
+
+Each trial trains `configs/default.py` + `FIXED[arch]` + the sampled values (`space`) with seed 0
+through `genre_jax.trainer.train_and_evaluate` (early stopping on validation micro-F1, threshold
+tuned on validation) and scores the trial by its best validation micro-F1. The trainer also
+scores the test split at the end of every run; this script never reads those numbers: it keeps
+only the validation metrics. The trial's workdir stays (`--workroot`): when a shipped config equals a
+trial's settings exactly, that workdir is the same run as the config's seed-0 run.
+
+Budget: `--trials` trials per architecture and/or `--timeout` minutes per architecture, one
+trial at a time (the machine has 2 cores). Trials already in `experiments/search_results.json`
+are replayed into the study first, so an interrupted search resumes where it stopped. The first
+trials of each architecture are hand-picked (`START[arch]`); TPE proposes the rest.
+
+Run (the budget used for the shipped configs is in experiments/RESULTS.md):
+  python -m experiments.search --arch cnn --trials 6
+  python -m experiments.search --arch lstm --trials 3 --timeout 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import pathlib
+import runpy
+import shutil
+import time
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / 'experiments' / 'search_results.json'
+
+# Never searched: the architecture itself and the training protocol.
+FIXED = {
+    'common': {'seed': 0, 'data.bucket_by_length': True, 'lr_schedule': 'cosine',
+               'warmup_epochs': 0.5, 'grad_clip_norm': 1.0, 'early_stopping_patience': 2,
+               'progress_bar': False, 'model.dense_activation': 'relu',
+               'model.conv_activation': 'relu'},
+    'cnn': {'model.name': 'cnn'},
+    'lstm': {'model.name': 'lstm', 'model.bidirectional': True, 'model.lstm_layers': 1},
+    'cnn_lstm': {'model.name': 'cnn_lstm', 'model.bidirectional': True, 'model.lstm_layers': 1},
+}
+
+# Hand-picked first trials per architecture (a small documented grid: a small fast model, a
+# wider one, and for the CNN a fastText-like unigram/bigram model with average pooling); TPE
+# proposes the trials after these.
+_SMALL = {'learning_rate': 3e-3, 'optimizer': 'adamw', 'weight_decay': 1e-4, 'batch_size': 64,
+          'num_epochs': 8, 'pos_weight': 'none', 'data.min_count': 2, 'data.vocab_size': 20000,
+          'data.max_length': 128, 'model.embed_dim': 64, 'model.embed_dropout': 0.2,
+          'model.dropout': 0.5, 'model.pooling': 'max', 'model.dense_size': 0}
+_WIDE = {**_SMALL, 'learning_rate': 2e-3, 'batch_size': 32, 'num_epochs': 6,
+         'model.embed_dim': 128}
+START = {
+    'cnn': [
+        {**_SMALL, 'model.conv_filters': 64, 'model.conv_kernel_sizes': '1,2,3'},
+        {**_WIDE, 'model.conv_filters': 128, 'model.conv_kernel_sizes': '1,2,3'},
+        {**_WIDE, 'learning_rate': 5e-3, 'num_epochs': 8, 'model.embed_dropout': 0.3,
+         'model.conv_filters': 128, 'model.conv_kernel_sizes': '1,2',
+         'model.pooling': 'average'},
+    ],
+    'lstm': [
+        {**_WIDE, 'batch_size': 64, 'learning_rate': 3e-3, 'model.lstm_hidden': 64},
+        # After the CNN's trials: a larger learning rate with more steps, average pooling.
+        {**_WIDE, 'learning_rate': 5e-3, 'model.embed_dropout': 0.3, 'model.lstm_hidden': 64,
+         'model.pooling': 'average'},
+    ],
+    'cnn_lstm': [
+        {**_WIDE, 'learning_rate': 5e-3, 'model.embed_dropout': 0.3, 'model.conv_filters': 128,
+         'model.conv_kernel_sizes': '1,2', 'model.conv_pool_size': 2, 'model.lstm_hidden': 64,
+         'model.pooling': 'average'},
+        # Trial 0 was still improving at its last (6th) epoch: the same with 8 epochs.
+        {**_WIDE, 'learning_rate': 5e-3, 'num_epochs': 8, 'model.embed_dropout': 0.3,
+         'model.conv_filters': 128, 'model.conv_kernel_sizes': '1,2', 'model.conv_pool_size': 2,
+         'model.lstm_hidden': 64, 'model.pooling': 'average'},
+    ],
+}
+
+
+def space(trial, arch: str) -> dict[str, Any]:
+  """The searched values for one trial (config path -> value)."""
+  p = {
+      'learning_rate': trial.suggest_float('learning_rate', 5e-4, 1e-2, log=True),
+      'optimizer': trial.suggest_categorical('optimizer', ['adam', 'adamw']),
+      'weight_decay': trial.suggest_categorical('weight_decay', [1e-4, 1e-3, 1e-2]),
+      'batch_size': trial.suggest_categorical('batch_size', [32, 64, 128]),
+      'num_epochs': trial.suggest_categorical('num_epochs', [4, 6, 8, 12]),
+      'pos_weight': trial.suggest_categorical('pos_weight', ['none', 'sqrt']),
+      'data.min_count': trial.suggest_categorical('data.min_count', [1, 2, 3]),
+      'data.vocab_size': trial.suggest_categorical('data.vocab_size', [10000, 20000]),
+      'data.max_length': trial.suggest_categorical('data.max_length', [96, 128]),
+      'model.embed_dim': trial.suggest_categorical('model.embed_dim', [64, 128]),
+      'model.embed_dropout': trial.suggest_float('model.embed_dropout', 0.0, 0.4, step=0.1),
+      'model.dropout': trial.suggest_float('model.dropout', 0.2, 0.6, step=0.1),
+      'model.dense_size': trial.suggest_categorical('model.dense_size', [0, 128]),
+  }
+  if arch in ('cnn', 'cnn_lstm'):
+    p['model.conv_filters'] = trial.suggest_categorical('model.conv_filters', [64, 128])
+    p['model.conv_kernel_sizes'] = trial.suggest_categorical(
+        'model.conv_kernel_sizes', ['1,2', '1,2,3', '2,3,4', '3,5'])
+  if arch in ('lstm', 'cnn_lstm'):
+    p['model.lstm_hidden'] = trial.suggest_categorical('model.lstm_hidden', [32, 64, 128])
+  if arch == 'cnn_lstm':
+    p['model.conv_pool_size'] = trial.suggest_categorical('model.conv_pool_size', [0, 2])
+  pools = {'cnn': ['max', 'average'], 'lstm': ['max', 'average', 'last'],
+           'cnn_lstm': ['max', 'average', 'last']}[arch]
+  p['model.pooling'] = trial.suggest_categorical('model.pooling', pools)
+  return p
+
+
+def make_config(arch: str, params: dict[str, Any]):
+  """configs/default.py with `FIXED` and `params` applied (kernel sizes given as 'a,b,c')."""
+  config = runpy.run_path(str(REPO / 'configs' / 'default.py'))['get_config']()
+  for key, value in {**FIXED['common'], **FIXED[arch], **params}.items():
+    if key == 'model.conv_kernel_sizes':
+      value = tuple(int(k) for k in str(value).split(','))
+    node = config
+    *parents, leaf = key.split('.')
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+  return config
+
+
+def load_results() -> dict[str, list[dict]]:
+  return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def run_trial(arch: str, params: dict[str, Any], workdir: pathlib.Path) -> dict[str, Any]:
+  """Trains one trial and returns its validation-only record."""
+  from genre_jax import trainer
+  shutil.rmtree(workdir, ignore_errors=True)
+  t0 = time.time()
+  buffer = io.StringIO()  # The trainer's summary shows test numbers: keep them unseen.
+  with contextlib.redirect_stdout(buffer):
+    report = trainer.train_and_evaluate(make_config(arch, params), str(workdir))
+  for line in buffer.getvalue().splitlines():
+    if line.startswith(('epoch ', 'early stopping')):
+      print('  ' + line, flush=True)
+  lines = (workdir / trainer.METRICS_FILE).read_text().splitlines()
+  history = [json.loads(line) for line in lines if line.strip()]
+  record = {
+      'params': params,
+      'validation_micro_f1': max(row['val_micro_f1'] for row in history),
+      'validation': report['validation'],  # Best epoch, validation-tuned threshold.
+      'best_epoch': report['best_epoch'], 'epochs_run': report['epochs_run'],
+      'train_seconds': report['train_seconds'], 'wall_seconds': round(time.time() - t0, 1),
+      'num_parameters': report['num_parameters'],
+      'history': [{k: row[k] for k in ('epoch', 'train_loss', 'val_loss', 'val_micro_f1')}
+                  for row in history],
+  }
+  del report  # Holds test metrics: never looked at during the search.
+  return record
+
+
+def search(arch: str, trials: int, timeout_minutes: float | None, workroot: pathlib.Path):
+  import optuna
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  results = load_results()
+  done = results.setdefault(arch, [])
+  seed = 1000 * ['cnn', 'lstm', 'cnn_lstm'].index(arch) + len(done)  # Reproducible on resume.
+  sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+  study = optuna.create_study(direction='maximize', sampler=sampler)
+  distributions = None
+  if done:  # Replay finished trials (resume).
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    probe_trial = probe.ask()
+    space(probe_trial, arch)
+    distributions = probe_trial.distributions
+    for record in done:
+      study.add_trial(optuna.trial.create_trial(
+          params={k: v for k, v in record['params'].items() if k in distributions},
+          distributions={k: d for k, d in distributions.items() if k in record['params']},
+          value=record['validation_micro_f1']))
+  for params in START[arch][len(done):]:
+    study.enqueue_trial(params)
+  t_start = time.time()
+  while len(done) < trials:
+    if timeout_minutes and time.time() - t_start > 60 * timeout_minutes:
+      print(f'search {arch}: timeout of {timeout_minutes} min reached.', flush=True)
+      break
+    trial = study.ask()
+    params = space(trial, arch)
+    n = len(done)
+    print(f'== search {arch}: trial {n} of {trials}: {params}', flush=True)
+    record = run_trial(arch, params, workroot / arch / f'trial{n}')
+    record['trial'] = n
+    study.tell(trial, record['validation_micro_f1'])
+    done.append(record)
+    RESULTS.write_text(json.dumps(results, indent=1))
+    best = max(done, key=lambda r: r['validation_micro_f1'])
+    print(f'== search {arch}: trial {n}: validation micro-F1 {record["validation_micro_f1"]:.4f} '
+          f'(best epoch {record["best_epoch"]}/{record["epochs_run"]}, '
+          f'{record["train_seconds"]:.0f} s); best so far {best["validation_micro_f1"]:.4f} '
+          f'(trial {best["trial"]})', flush=True)
+  return results
+
+
+def best_params(arch: str, results: dict | None = None) -> dict[str, Any]:
+  results = load_results() if results is None else results
+  return max(results[arch], key=lambda r: r['validation_micro_f1'])['params']
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--arch', choices=['cnn', 'lstm', 'cnn_lstm'], nargs='+', required=True)
+  parser.add_argument('--trials', type=int, default=6,
+                      help='total trials per architecture, finished ones included')
+  parser.add_argument('--timeout', type=float, default=None,
+                      help='minutes per architecture for new trials (checked between trials)')
+  parser.add_argument('--workroot', default='runs/search')
+  args = parser.parse_args(argv)
+  from genre_jax import inference
+  inference.enable_compilation_cache()
+  for arch in args.arch:
+    results = search(arch, args.trials, args.timeout, pathlib.Path(args.workroot))
+    if results.get(arch):
+      print(f'best {arch} settings (validation): {best_params(arch, results)}', flush=True)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,125 @@
+"""experiments/: baselines on a tiny synthetic data set, report.py on synthetic run files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_config
+
+pytest.importorskip('matplotlib')
+
+
+def test_baselines_on_synthetic_data(synthetic_jsonl, tmp_path):
+  from experiments import baselines
+  config = tiny_config(synthetic_jsonl)
+  reports = baselines.run(config.data, tmp_path, num_examples=2, c_grid=(1.0, 4.0))
+  assert set(reports) == {'top_k', 'tfidf_lr'}
+  for name, report in reports.items():
+    saved = json.loads((tmp_path / name / 'report.json').read_text())
+    assert saved['model'] == name
+    for part in ('test', 'test_at_0.5', 'validation'):
+      for key in ('micro_f1', 'macro_f1', 'samples_f1', 'micro_precision', 'micro_recall',
+                  'hamming_loss', 'map', 'loss'):
+        assert np.isfinite(saved[part][key]), (name, part, key)
+    assert len(saved['test_per_genre']) == np.asarray(saved['test_confusion_matrices']).shape[0]
+    assert len(saved['examples']) == 2
+    npz = np.load(tmp_path / name / baselines.PREDICTIONS_FILE)
+    assert npz['probs'].shape == npz['labels'].shape == npz['pred'].shape
+  assert reports['top_k']['chosen']['k'] in baselines.K_GRID
+  assert reports['tfidf_lr']['chosen']['C'] in (1.0, 4.0)
+  # Genre words make the synthetic data easy for TF-IDF, impossible for a constant guess.
+  assert reports['tfidf_lr']['test']['micro_f1'] > reports['top_k']['test']['micro_f1'] + 0.2
+  # Deterministic: a second run gives the same numbers.
+  again = baselines.tfidf_lr(__import__('genre_jax.data.pipeline', fromlist=['x']).prepare(
+      config.data), c_grid=(1.0, 4.0), num_examples=2)
+  assert again['test'] == reports['tfidf_lr']['test']
+
+
+def _fake_report(name, seed, micro, genres=('Action', 'Drama', 'Horror')):
+  metrics = {'micro_f1': micro, 'macro_f1': micro - 0.1, 'samples_f1': micro, 'micro_precision':
+             micro, 'micro_recall': micro, 'hamming_loss': 0.1, 'map': 0.5, 'loss': 0.3}
+  return {
+      'model': name, 'seed': seed, 'train_seconds': 10.0 + (seed or 0), 'best_epoch': 2,
+      'epochs_run': 3, 'thresholds': {'global': 0.3},
+      'validation': dict(metrics), 'test': dict(metrics),
+      'test_at_0.5': {**metrics, 'micro_f1': micro - 0.05},
+      'test_per_genre': [{'genre': g, 'precision': 0.5, 'recall': 0.5, 'f1': 0.5, 'support': 3}
+                         for g in genres],
+      'test_confusion_matrices': [[[5, 1], [2, 3]]] * len(genres),
+      'examples': [{'id': 'm1', 'synopsis': 'a ghost', 'original': ['Horror'],
+                    'predicted': ['Horror'], 'probabilities': {'Horror': 0.9}}],
+  }
+
+
+def test_report_on_synthetic_runs(tmp_path):
+  from experiments import report
+  runs, out = tmp_path / 'runs', tmp_path / 'out'
+  out.mkdir()
+  for name, micro in (('top_k', 0.4), ('tfidf_lr', 0.6)):
+    (runs / 'baselines' / name).mkdir(parents=True)
+    (runs / 'baselines' / name / 'report.json').write_text(
+        json.dumps({**_fake_report(name, None, micro), 'chosen': {'x': 1}}))
+  for seed, micro in ((0, 0.55), (1, 0.57), (2, 0.59)):
+    d = runs / 'cnn' / f'seed{seed}'
+    d.mkdir(parents=True)
+    (d / 'report.json').write_text(json.dumps(_fake_report('cnn', seed, micro)))
+    (d / 'metrics.jsonl').write_text('\n'.join(json.dumps(
+        {'epoch': e, 'train_loss': 0.4 - 0.05 * e, 'val_loss': 0.35, 'val_micro_f1': 0.5,
+         'val_micro_f1@0.5': 0.45}) for e in (1, 2, 3)) + '\n')
+  rng = np.random.default_rng(0)
+  for path in (runs / 'cnn' / 'seed0', runs / 'baselines' / 'tfidf_lr'):
+    labels = rng.integers(0, 2, (40, 3))
+    np.savez(path / 'test_predictions.npz', labels=labels, pred=rng.integers(0, 2, (40, 3)),
+             probs=rng.random((40, 3)), n_words=rng.integers(5, 120, 40),
+             classes=np.array(['Action', 'Drama', 'Horror']), ids=np.arange(40).astype(str))
+  (out / 'search_results.json').write_text(json.dumps({'cnn': [
+      {'trial': 0, 'params': {'learning_rate': 0.003}, 'validation_micro_f1': 0.55,
+       'best_epoch': 2, 'epochs_run': 3, 'train_seconds': 30.0}]}))
+  summary = report.write_results(runs, out)
+
+  assert summary['complete'] is False  # Only one row has seeds.
+  assert summary['best'] == 'cnn'
+  stat = summary['rows']['cnn']['test']['micro_f1']
+  assert stat['mean'] == pytest.approx(0.57) and stat['std'] == pytest.approx(0.02)
+  assert summary['baselines']['tfidf_lr']['test']['micro_f1']['std'] == 0.0
+  text = (out / 'RESULTS.md').read_text()
+  assert 'PARTIAL RESULTS' in text
+  assert '| Tuned CNN | 0,1,2 | 0.570 ± 0.020 |' in text
+  assert 'NOT reached' in text  # 0.57 < 0.60 (TF-IDF) and < 0.58.
+  assert 'Seed LSTM | missing' in text
+  assert '## Where the models fail' in text and '| 21–40 words |' in text
+  for figure in ('curves.png', 'per_genre_f1.png', 'confusion_matrices.png'):
+    assert (out / 'figures' / figure).stat().st_size > 1000
+    assert f'figures/{figure}' in text
+  assert json.loads((out / 'results.json').read_text())['best'] == 'cnn'
+
+
+@pytest.mark.parametrize('arch', ['cnn', 'lstm', 'cnn_lstm'])
+def test_search_configs_are_valid(arch):
+  """The search's starting points and a sampled trial make valid configs (no training)."""
+  from experiments import search
+  from genre_jax import trainer
+  for params in search.START[arch]:
+    config = search.make_config(arch, params)
+    trainer.check_config(config)
+    assert config.model.name == arch and config.seed == 0
+  optuna = pytest.importorskip('optuna')
+  trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+  config = search.make_config(arch, search.space(trial, arch))
+  trainer.check_config(config)
+  assert isinstance(config.model.conv_kernel_sizes, tuple)
+
+
+@pytest.mark.parametrize('arch', ['cnn', 'lstm', 'cnn_lstm'])
+def test_tuned_configs_are_the_search_winners(arch):
+  """configs/<arch>.py holds exactly the best validation trial of experiments/search_results.json."""
+  import runpy
+  from experiments import search
+  results = search.load_results()
+  if not results.get(arch):
+    pytest.skip(f'no search results for {arch}')
+  shipped = runpy.run_path(str(search.REPO / 'configs' / f'{arch}.py'))['get_config']().to_dict()
+  searched = search.make_config(arch, search.best_params(arch, results)).to_dict()
+  shipped.pop('progress_bar'), searched.pop('progress_bar')
+  assert json.loads(json.dumps(shipped)) == json.loads(json.dumps(searched))
