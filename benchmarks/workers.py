@@ -10,7 +10,6 @@ Kinds:
 """
 
 import json
-import os
 import pathlib
 import statistics
 import sys
@@ -106,7 +105,7 @@ def jax_train(spec):
   jax.config.update('jax_enable_compilation_cache', False)  # Compile times measured cold.
   import numpy as np
   from flax import nnx
-  from genre_jax import inference, losses, models, parallel, trainer
+  from genre_jax import inference, models, parallel, trainer
   from genre_jax.data import batching, pipeline
 
   config = load_config(spec['config'], spec.get('overrides', {}))

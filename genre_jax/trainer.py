@@ -205,7 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f'data now gives {data.labels.classes}. Use a new --workdir.')
   else:
     data = pipeline.prepare(config.data, tokenizer_factory=tokenizer_factory(config))
-  train, val, test = data.arrays['train'], data.arrays['validation'], data.arrays['test']
+  train, val = data.arrays['train'], data.arrays['validation']
   classes = list(data.labels.classes)
   widths = (batching.bucket_widths(train.lengths, config.data.max_length, config.data.num_buckets)
             if config.data.bucket_by_length else None)
