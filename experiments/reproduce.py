@@ -7,8 +7,14 @@ so an interrupted reproduction already gives a partial table; finished runs (a r
 skipped, and an interrupted run resumes from its checkpoint. The hyperparameter search is not
 part of this (see experiments/search.py).
 
+The default rows are experiments.report.ROWS (the from-scratch models, under an hour in all on 2
+CPU cores). The pretrained-encoder rows (experiments.report.EXTRA_ROWS: minilm_frozen, minilm) run
+only when named with --rows; --epochs caps num_epochs of the runs started by this call (the value
+used is in each run's config.json, and RESULTS.md shows it).
+
 Run:
   python -m experiments.reproduce [--runs runs/experiments] [--seeds 0 1 2] [--rows cnn lstm]
+  python -m experiments.reproduce --rows minilm_frozen minilm --seeds 0 [--epochs 1]
 """
 
 from __future__ import annotations
@@ -28,11 +34,23 @@ from experiments import report as report_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load_config(path: str, seed: int):
+def _load_config(path: str, seed: int, num_epochs: int | None = None):
   config = runpy.run_path(str(REPO / path))['get_config']()
   config.seed = seed
   config.progress_bar = False
+  if num_epochs is not None:
+    config.num_epochs = num_epochs
   return config
+
+
+def selected_rows(rows=None):
+  """(row, label, config) to run: the default rows, or exactly those named (any of ALL_ROWS)."""
+  if not rows:
+    return report_lib.ROWS
+  unknown = set(rows) - {r for r, _, _ in report_lib.ALL_ROWS}
+  if unknown:
+    raise ValueError(f'unknown rows {sorted(unknown)}')
+  return tuple(r for r in report_lib.ALL_ROWS if r[0] in rows)
 
 
 def _timings(runs: pathlib.Path) -> dict:
@@ -46,7 +64,7 @@ def _save_timings(runs: pathlib.Path, timings: dict) -> None:
 
 
 def run_all(runs: pathlib.Path, seeds, rows, with_baselines: bool = True,
-            quiet: bool = False) -> None:
+            quiet: bool = False, num_epochs: int | None = None) -> None:
   from genre_jax import trainer
   runs.mkdir(parents=True, exist_ok=True)
   machine = report_lib.machine_info()
@@ -63,9 +81,7 @@ def run_all(runs: pathlib.Path, seeds, rows, with_baselines: bool = True,
     _save_timings(runs, timings)
 
   for seed in seeds:
-    for row, label, config_path in report_lib.ROWS:
-      if rows and row not in rows:
-        continue
+    for row, label, config_path in selected_rows(rows):
       workdir = runs / row / f'seed{seed}'
       if (workdir / trainer.REPORT_FILE).exists():
         print(f'== {label} seed {seed}: done already ({workdir})', flush=True)
@@ -74,7 +90,8 @@ def run_all(runs: pathlib.Path, seeds, rows, with_baselines: bool = True,
       t0 = time.time()
       buffer = io.StringIO()
       with contextlib.redirect_stdout(buffer) if quiet else contextlib.nullcontext():
-        report = trainer.train_and_evaluate(_load_config(config_path, seed), str(workdir))
+        report = trainer.train_and_evaluate(_load_config(config_path, seed, num_epochs),
+                                            str(workdir))
       timings['runs'][f'{row}/seed{seed}'] = round(time.time() - t0, 1)
       _save_timings(runs, timings)
       t = report['test']
@@ -117,7 +134,10 @@ def main(argv=None):
   parser.add_argument('--runs', default=str(REPO / 'runs' / 'experiments'))
   parser.add_argument('--seeds', type=int, nargs='+', default=list(report_lib.SEEDS))
   parser.add_argument('--rows', nargs='+', default=None,
-                      choices=[r for r, _, _ in report_lib.ROWS], help='default: all rows')
+                      choices=[r for r, _, _ in report_lib.ALL_ROWS],
+                      help='default: the from-scratch rows (not minilm_frozen, minilm)')
+  parser.add_argument('--epochs', type=int, default=None,
+                      help='override num_epochs of the runs started now (recorded in config.json)')
   parser.add_argument('--skip-baselines', action='store_true')
   parser.add_argument('--quiet', action='store_true', help='hide per-epoch training output')
   args = parser.parse_args(argv)
@@ -127,7 +147,7 @@ def main(argv=None):
   inference.enable_compilation_cache()
   runs = pathlib.Path(args.runs)
   t0 = time.time()
-  run_all(runs, args.seeds, args.rows, not args.skip_baselines, args.quiet)
+  run_all(runs, args.seeds, args.rows, not args.skip_baselines, args.quiet, args.epochs)
   dump_all_predictions(runs)
   summary = report_lib.write_results(runs, REPO / 'experiments')
   print(f'reproduction finished in {(time.time() - t0) / 60:.1f} min; wrote experiments/RESULTS.md '

@@ -123,3 +123,30 @@ def test_tuned_configs_are_the_search_winners(arch):
   searched = search.make_config(arch, search.best_params(arch, results)).to_dict()
   shipped.pop('progress_bar'), searched.pop('progress_bar')
   assert json.loads(json.dumps(shipped)) == json.loads(json.dumps(searched))
+
+
+def test_minilm_rows_are_optional_and_marked(tmp_path):
+  """MiniLM rows: only run when named; a single seed is marked and the issue-7 target incomplete."""
+  from experiments import report, reproduce
+  assert [r for r, _, _ in reproduce.selected_rows()] == [r for r, _, _ in report.ROWS]
+  assert [r for r, _, _ in reproduce.selected_rows(['minilm', 'cnn'])] == ['cnn', 'minilm']
+  with pytest.raises(ValueError):
+    reproduce.selected_rows(['bert'])
+  assert reproduce._load_config('configs/minilm.py', 1, num_epochs=1).num_epochs == 1
+  runs, out = tmp_path / 'runs', tmp_path / 'out'
+  out.mkdir()
+  (runs / 'baselines' / 'tfidf_lr').mkdir(parents=True)
+  (runs / 'baselines' / 'tfidf_lr' / 'report.json').write_text(
+      json.dumps({**_fake_report('tfidf_lr', None, 0.6), 'chosen': {'C': 1}}))
+  for row, micro in (('cnn', 0.58), ('minilm', 0.70)):
+    d = runs / row / 'seed0'
+    d.mkdir(parents=True)
+    (d / 'report.json').write_text(json.dumps(_fake_report(row, 0, micro)))
+    (d / 'config.json').write_text(json.dumps({'num_epochs': 1}))
+  summary = report.write_results(runs, out)
+  assert summary['best'] == 'cnn'  # Best from-scratch row; MiniLM is judged separately.
+  text = (out / 'RESULTS.md').read_text()
+  assert '| Fine-tuned MiniLM | 0 (**only 1 of 3 seeds**) | 0.700 | 0.600 |' in text
+  assert '| MiniLM, frozen encoder + head | not run (optional) |' in text
+  assert 'Issue 7' in text and '**incomplete (fewer than 3 seeds' in text
+  assert '1 (capped; config file: 3)' in text  # The epoch cap is recorded.
