@@ -112,7 +112,7 @@ def top_k(data, num_examples: int = 5) -> dict[str, Any]:
   best_k = max(search, key=lambda k: (search[k], -k))
   val_probs = np.broadcast_to(freq, val.labels.shape).astype(np.float64)
   test_probs = np.broadcast_to(freq, test.labels.shape).astype(np.float64)
-  return _report(f'top_k', data, val_probs, test_probs, predict(len(val), best_k),
+  return _report('top_k', data, val_probs, test_probs, predict(len(val), best_k),
                  predict(len(test), best_k), None, time.time() - t0,
                  {'chosen': {'k': best_k, 'genres': [data.labels.classes[j]
                                                      for j in order[:best_k]]},
