@@ -22,12 +22,7 @@ sys.path.insert(0, str(REPO))
 def load_config(name, overrides):
   import runpy
   config = runpy.run_path(str(REPO / 'configs' / f'{name}.py'))['get_config']()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

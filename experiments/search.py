@@ -112,14 +112,11 @@ def space(trial, arch: str) -> dict[str, Any]:
 def make_config(arch: str, params: dict[str, Any]):
   """configs/default.py with `FIXED` and `params` applied (kernel sizes given as 'a,b,c')."""
   config = runpy.run_path(str(REPO / 'configs' / 'default.py'))['get_config']()
-  for key, value in {**FIXED['common'], **FIXED[arch], **params}.items():
-    if key == 'model.conv_kernel_sizes':
-      value = tuple(int(k) for k in str(value).split(','))
-    node = config
-    *parents, leaf = key.split('.')
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+  values = {**FIXED['common'], **FIXED[arch], **params}
+  if 'model.conv_kernel_sizes' in values:
+    values['model.conv_kernel_sizes'] = tuple(
+        int(k) for k in str(values['model.conv_kernel_sizes']).split(','))
+  config.update_from_flattened_dict(values)
   return config
 
 

@@ -45,6 +45,11 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
   return decorator
 
 
+def known_models() -> list[str]:
+  """Every architecture name, including those registered by modules imported on first use."""
+  return sorted(set(MODELS) | set(_LAZY_MODULES))
+
+
 def create_model(
   model_config: ml_collections.ConfigDict,
   *,
@@ -78,7 +83,7 @@ def create_model(
         "install it with `pip install -e '.[pretrained]'`"
       ) from e
   if name not in MODELS:
-    known = sorted(set(MODELS) | set(_LAZY_MODULES))
+    known = known_models()
     raise GenreJaxError(f'unknown model {name!r}; known models: {", ".join(known)}')
   return MODELS[name](
     model_config, vocab_size=vocab_size, num_labels=num_labels, pad_id=pad_id, rngs=rngs

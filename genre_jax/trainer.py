@@ -50,11 +50,9 @@ def make_optimizer(config: ml_collections.ConfigDict,
                         f'{sorted(OPTIMIZERS)}.')
   total = max(1, config.num_epochs * steps_per_epoch)
   warmup = int(config.warmup_epochs * steps_per_epoch)
-  if config.lr_schedule == 'constant':
-    lr = (optax.linear_schedule(0.0, config.learning_rate, warmup) if warmup else
-          config.learning_rate)
-    if warmup:
-      lr = optax.join_schedules([lr, optax.constant_schedule(config.learning_rate)], [warmup])
+  if config.lr_schedule == 'constant':  # A linear schedule holds its end value after warm-up.
+    lr = (optax.linear_schedule(0.0, config.learning_rate, warmup) if warmup
+          else config.learning_rate)
   elif config.lr_schedule == 'cosine':
     lr = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total)
   else:
@@ -69,7 +67,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Fails fast, before any data is read, on values that would only break later."""
   from genre_jax import models
   choices = {
-      'model.name': (config.model.name, sorted(set(models.MODELS) | set(models._LAZY_MODULES))),
+      'model.name': (config.model.name, models.known_models()),
       'optimizer': (config.optimizer, sorted(OPTIMIZERS)),
       'lr_schedule': (config.lr_schedule, ['constant', 'cosine']),
       'pos_weight': (config.pos_weight, ['none', 'balanced', 'sqrt']),

@@ -65,12 +65,7 @@ def tiny_config(data_path: pathlib.Path | None = None, **overrides):
     config.data.format = 'jsonl'
     config.data.max_examples = None
   config.progress_bar = False
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
