@@ -62,6 +62,7 @@ ARCHITECTURES = {
   'cnn_lstm/max/bi/pool-3/widths-2-3': _tiny('cnn_lstm', pooling='max', bidirectional=True,
                                              conv_pool_size=3, conv_kernel_sizes=(2, 3)),
   'cnn_lstm/average/bi': _tiny('cnn_lstm', pooling='average', bidirectional=True),
+  'cnn/word-dropout': _tiny('cnn', pooling='average', word_dropout=0.3, embed_dropout=0.2),
 }
 
 
@@ -117,7 +118,7 @@ def test_train_step_changes_every_parameter_and_dropout_is_active():
   """
   batch = nnx.List([
     _build(_tiny('lstm', bidirectional=True, embed_dropout=0.1)),
-    _build(_tiny('cnn', conv_kernel_sizes=(2, 3))),
+    _build(_tiny('cnn', conv_kernel_sizes=(2, 3), word_dropout=0.2)),
     _build(_tiny('cnn_lstm', conv_pool_size=2)),
   ])
   batch.train()
@@ -139,6 +140,21 @@ def test_train_step_changes_every_parameter_and_dropout_is_active():
   for name, (first, second) in zip(('lstm', 'cnn', 'cnn_lstm'), probes):
     assert first.shape == (B, G)
     assert not np.allclose(first, second), f'{name}: no dropout in training mode'
+
+
+def test_word_dropout_drops_whole_tokens():
+  """Word dropout zeroes entire token vectors (scaled survivors) in training, nothing in eval."""
+  model = _build(_tiny('lstm', word_dropout=0.5, embed_dim=6))
+  assert _build(_tiny('lstm')).word_dropout is None  # Rate 0: no layer, no RNG stream.
+  x = jnp.ones((4, 50, 6))
+  model.train()
+  y = np.asarray(model.word_dropout(x))
+  per_token = y.reshape(-1, 6)
+  assert set(np.unique(per_token)) == {0.0, 2.0}
+  np.testing.assert_array_equal(per_token.min(axis=1), per_token.max(axis=1))
+  assert 0.3 < (per_token[:, 0] == 0).mean() < 0.7
+  model.eval()
+  np.testing.assert_array_equal(model.word_dropout(x), x)
 
 
 def _lstm_params(e, h):
