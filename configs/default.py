@@ -41,6 +41,7 @@ def get_config():
   model.name = 'cnn'  # lstm | cnn | cnn_lstm | pretrained
   model.embed_dim = 128
   model.embed_dropout = 0.0
+  model.word_dropout = 0.0  # Drops whole tokens (all embed_dim features at once).
   model.conv_filters = 128  # Per kernel width.
   model.conv_kernel_sizes = (3,)  # Several widths run in parallel and are concatenated.
   model.conv_activation = 'relu'
@@ -75,6 +76,7 @@ def get_config():
   # ---- Model selection, thresholds, logging ----------------------------------------------
   config.early_stopping_metric = 'micro_f1'  # On the validation split, at the tuned threshold.
   config.early_stopping_patience = 3  # Epochs without improvement; 0 = never stop early.
+  config.train_eval_examples = 1000  # Training examples re-scored each epoch (curves); 0 = none.
   config.threshold = threshold = ml_collections.ConfigDict()
   threshold.per_genre = False  # Also tune one threshold per genre (on validation).
   threshold.at_least_one = False  # Always predict the most probable genre.

@@ -1,4 +1,4 @@
-"""Scores a trained run on its own test split or on any data file.
+"""Scores a trained run (or an ensemble) on its own test split or on any data file.
 
   python -m genre_jax.evaluate --workdir runs/cnn
   python -m genre_jax.evaluate --workdir runs/cnn --dataset allmovie --path movies.json
@@ -18,7 +18,7 @@ from absl import logging
 from genre_jax import errors
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Workdir of a trained run.')
+flags.DEFINE_string('workdir', None, 'Workdir of a trained run or of an ensemble.')
 flags.DEFINE_string('dataset', None, 'A registered data set (default: the run\'s own test split).')
 flags.DEFINE_string('path', None, 'A data file to score instead of the run\'s test split.')
 flags.DEFINE_string('format', None, 'Format of --path: tmdb_csv | allmovie_json | csv | jsonl.')

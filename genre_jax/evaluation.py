@@ -1,4 +1,8 @@
-"""Scoring a loaded run (see `inference.load_run`) on its test split or on another data file."""
+"""Scoring a loaded run or ensemble (see `inference.load_run`) on its test split or another file.
+
+Everything goes through `run.probs_and_loss(texts, labels)`, which `inference.Run` and
+`inference.Ensemble` both implement, so each model tokenises the raw texts its own way.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,21 @@ from genre_jax import inference
 from genre_jax import metrics as metrics_lib
 from genre_jax import thresholds as thresholds_lib
 from genre_jax.data import pipeline
+from genre_jax.errors import GenreJaxError
 
 SUMMARY_KEYS = ('micro_f1', 'macro_f1', 'samples_f1', 'weighted_f1', 'micro_precision',
                 'micro_recall', 'macro_precision', 'macro_recall', 'hamming_loss',
                 'subset_accuracy', 'micro_roc_auc', 'macro_roc_auc', 'map')
 
 
-def score(run: inference.Run, tokens: np.ndarray, lengths: np.ndarray, labels: np.ndarray,
+def score(run: inference.Run | inference.Ensemble, texts: list[str], labels: np.ndarray,
           source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Metrics at the run's tuned threshold(s) and at 0.5 for encoded rows.
+  """Metrics at the run's tuned threshold(s) and at 0.5 for raw texts.
 
   Args:
-    tokens: [n, L] int32; lengths: [n] int32; labels: [n, G] float32 in the run's label order.
+    texts: n synopses; labels: [n, G] float32 in the run's label order.
   """
-  probs, loss = inference.predict_probs(
-      run.model, tokens, lengths, labels, batch_size=run.config.eval_batch_size, mesh=run.mesh)
+  probs, loss = run.probs_and_loss(texts, labels)
   at_least_one = run.thresholds['at_least_one']
   y_pred = thresholds_lib.apply(probs, run.threshold, at_least_one)
   tuned = metrics_lib.multilabel_metrics(labels, y_pred, probs)
@@ -40,16 +44,19 @@ def score(run: inference.Run, tokens: np.ndarray, lengths: np.ndarray, labels: n
           'thresholds': thr}
 
 
-def evaluate_test_split(run: inference.Run) -> dict[str, Any]:
-  """Re-scores the run's own test split (same split and tokenizer as in training)."""
-  data = pipeline.prepare(run.config.data, tokenizer_factory=lambda texts: run.tokenizer,
-                          split=run.meta['split'])
+def evaluate_test_split(run: inference.Run | inference.Ensemble) -> dict[str, Any]:
+  """Re-scores the run's own test split (same split and label set as in training)."""
+  data = run.load_data()
+  if list(data.labels.classes) != list(run.labels.classes):
+    raise GenreJaxError(f'the data now gives the label set {list(data.labels.classes)}, but the '
+                        f'run in {run.workdir} was trained on {list(run.labels.classes)}.')
   test = data.arrays['test']
-  return score(run, test.tokens, test.lengths, test.labels, source='test split')
+  return score(run, test.texts, test.labels, source='test split')
 
 
-def evaluate_file(run: inference.Run, *, dataset: str | None, path: str | None,
-                  format: str | None, text_column: str, genre_column: str) -> dict[str, Any]:
+def evaluate_file(run: inference.Run | inference.Ensemble, *, dataset: str | None,
+                  path: str | None, format: str | None, text_column: str,
+                  genre_column: str) -> dict[str, Any]:
   """Scores every usable record of a data file; genres unknown to the run are ignored."""
   data_config = run.config.data.copy_and_resolve_references()
   with data_config.unlocked():
@@ -61,11 +68,10 @@ def evaluate_file(run: inference.Run, *, dataset: str | None, path: str | None,
   records, report = pipeline.load(data_config)
   labels, unknown = run.labels.transform(list(records['genres']))
   known = labels.sum(axis=1) > 0
-  tokens, lengths = run.tokenizer.encode(list(records['text'][known]), run.config.data.max_length)
   extra = {'unknown_genres': unknown, 'dropped_no_known_genre': int((~known).sum()),
            'data_report': report}
-  return score(run, tokens, lengths, labels[known], source=report.get('source', path or dataset),
-               extra=extra)
+  return score(run, list(records['text'][known]), labels[known],
+               source=report.get('source', path or dataset), extra=extra)
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -1,4 +1,10 @@
-"""Batched inference and loading a trained run from its workdir (used by evaluate and predict)."""
+"""Batched inference and loading a trained run or an ensemble from its workdir.
+
+`load_run(workdir)` returns a `Run` (one trained model) or, when the workdir holds `ensemble.json`
+(written by `python -m genre_jax.ensemble`), an `Ensemble` averaging its members' probabilities.
+Both offer what evaluate and predict use: `config`, `labels`, `meta['split']`, `thresholds`,
+`threshold`, `mesh`, `workdir`, `probs(texts)`, `probs_and_loss(texts, labels)` and `load_data()`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import jax
 import ml_collections
@@ -19,8 +25,16 @@ from genre_jax import models
 from genre_jax import parallel
 from genre_jax.data import batching
 from genre_jax.data import text as text_lib
+from genre_jax.errors import GenreJaxError
 
-THRESHOLDS_FILE = 'thresholds.json'
+if TYPE_CHECKING:
+  from genre_jax.data import pipeline  # Imported on use: pandas would slow predict's start.
+
+THRESHOLDS_FILE, ENSEMBLE_FILE = 'thresholds.json', 'ensemble.json'
+# The config.data fields that select the records and the split; members of an ensemble must agree
+# on them (vocab_size, max_length, bucketing ... are each member's own input settings).
+DATA_SOURCE_FIELDS = ('name', 'path', 'format', 'text_column', 'genre_column', 'genre_separator',
+                      'id_column', 'title_column', 'max_examples', 'split_seed', 'split_sizes')
 
 
 def enable_compilation_cache() -> None:
@@ -75,6 +89,12 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
   return probs, total / max(n, 1)
 
 
+def _threshold_in_use(thresholds: dict[str, Any]):
+  """The tuned threshold(s) in use: per-genre [G] when tuned, else the global float."""
+  per = thresholds.get('per_genre')
+  return np.asarray(per, np.float32) if per is not None else thresholds['global']
+
+
 @dataclasses.dataclass
 class Run:
   """A trained run loaded from its workdir."""
@@ -90,15 +110,117 @@ class Run:
   @property
   def threshold(self):
     """The tuned threshold(s) in use: per-genre [G] when tuned, else the global float."""
-    per = self.thresholds.get('per_genre')
-    return np.asarray(per, np.float32) if per is not None else self.thresholds['global']
+    return _threshold_in_use(self.thresholds)
+
+  def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return self.tokenizer.encode(list(texts), self.config.data.max_length)
 
   def probs(self, texts: list[str]) -> np.ndarray:
-    """[n, G] probabilities for raw texts."""
-    tokens, lengths = self.tokenizer.encode(texts, self.config.data.max_length)
+    """[n, G] probabilities for raw texts (batches no larger than needed: quick for a few)."""
+    tokens, lengths = self._encode(texts)
     bs = batch_size_for(len(texts), self.config.eval_batch_size, self.mesh)
     unknown = np.zeros((len(texts), len(self.labels.classes)), np.float32)
     return predict_probs(self.model, tokens, lengths, unknown, batch_size=bs, mesh=self.mesh)[0]
+
+  def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scores raw texts against known labels.
+
+    Args:
+      texts: n synopses.
+      labels: [n, G] float32 multi-hot labels in this run's label order.
+
+    Returns:
+      probs: [n, G] float32; the mean (unweighted) sigmoid cross-entropy over rows and genres.
+    """
+    tokens, lengths = self._encode(texts)
+    return predict_probs(self.model, tokens, lengths, labels,
+                         batch_size=self.config.eval_batch_size, mesh=self.mesh)
+
+  def load_data(self) -> pipeline.PreparedData:
+    """The run's data set with its saved split and label set, tokenised by this run."""
+    from genre_jax.data import pipeline
+    return pipeline.prepare(self.config.data, tokenizer_factory=lambda texts: self.tokenizer,
+                            split=self.meta['split'])
+
+
+@dataclasses.dataclass
+class Ensemble:
+  """Several compatible runs whose probabilities are averaged (arithmetic mean).
+
+  Each member turns raw texts into ids with its own tokenizer and max_length, so members may use
+  different vocabularies. Config, labels, split and mesh are the first member's (all members share
+  labels, split and data source; see `check_compatible`); thresholds are the ensemble's own.
+  """
+  workdir: pathlib.Path
+  members: list[Run]
+  thresholds: dict[str, Any]
+  meta: dict[str, Any]  # 'split' (record ids), 'members' and 'combination' from ensemble.json.
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.members[0].config
+
+  @property
+  def labels(self):
+    return self.members[0].labels
+
+  @property
+  def mesh(self):
+    return self.members[0].mesh
+
+  @property
+  def threshold(self):
+    """The tuned threshold(s) in use: per-genre [G] when tuned, else the global float."""
+    return _threshold_in_use(self.thresholds)
+
+  def probs(self, texts: list[str]) -> np.ndarray:
+    """[n, G] float32: the mean of the members' probabilities for raw texts."""
+    return np.mean([m.probs(texts) for m in self.members], axis=0)
+
+  def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Mean member probabilities [n, G] and their cross-entropy against labels [n, G]."""
+    probs = np.mean([m.probs_and_loss(texts, labels)[0] for m in self.members], axis=0)
+    return probs, losses.binary_cross_entropy(probs, labels)
+
+  def load_data(self) -> pipeline.PreparedData:
+    """The members' data set and split (read through the first member)."""
+    data = self.members[0].load_data()
+    data.report['vocab_size'] = [m.tokenizer.vocab_size for m in self.members]
+    return data
+
+
+def check_compatible(runs: list[Run]) -> None:
+  """Refuses to combine runs with other label classes, data splits or data sources than the first.
+
+  Raises:
+    GenreJaxError naming the member's workdir and what differs.
+  """
+  first = runs[0]
+  for run in runs[1:]:
+    where = f'ensemble member {run.workdir} does not match member {first.workdir}'
+    if list(run.labels.classes) != list(first.labels.classes):
+      raise GenreJaxError(f'{where}: label classes {list(run.labels.classes)} there, '
+                          f'{list(first.labels.classes)} in the first. Ensemble members must '
+                          'predict the same genres in the same order.')
+    a, b = first.meta['split'], run.meta['split']
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diff:
+      raise GenreJaxError(f'{where}: its data split differs ({", ".join(diff)} hold other '
+                          'records). Ensemble members must be trained on the same split.')
+    a, b = _data_source(first.config), _data_source(run.config)
+    diff = [k for k in DATA_SOURCE_FIELDS if a[k] != b[k]]
+    if diff:
+      raise GenreJaxError(f'{where}: its data source differs (' + ', '.join(
+          f'data.{k}: {b[k]!r} there, {a[k]!r} in the first' for k in diff) + ').')
+
+
+def _data_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  d = config.data.to_dict()
+  out = {k: list(v) if isinstance(v, tuple) else v for k, v in
+         ((k, d.get(k)) for k in DATA_SOURCE_FIELDS)}
+  if out['path']:  # The data set name is ignored when a path is given.
+    out['path'], out['name'] = os.path.abspath(os.path.expanduser(out['path'])), None
+  return out
 
 
 def batch_size_for(n: int, eval_batch_size: int, mesh) -> int:
@@ -121,9 +243,14 @@ def _placeholder(x: jax.ShapeDtypeStruct) -> jax.Array:
   return jax.numpy.zeros(x.shape, x.dtype)
 
 
-def load_run(workdir: str | pathlib.Path) -> Run:
-  """Rebuilds the best model of a finished (or interrupted) run, with its tokenizer and labels."""
+def load_run(workdir: str | pathlib.Path) -> Run | Ensemble:
+  """Rebuilds the best model of a finished (or interrupted) run, with its tokenizer and labels.
+
+  A workdir holding `ensemble.json` gives an `Ensemble` of the member runs copied inside it.
+  """
   workdir = pathlib.Path(workdir)
+  if (workdir / ENSEMBLE_FILE).exists():
+    return load_ensemble(workdir)
   ckpts = checkpoint.RunCheckpoints(workdir)
   meta = ckpts.read_meta(checkpoint.BEST)
   config = ml_collections.ConfigDict(meta['config'])
@@ -134,11 +261,37 @@ def load_run(workdir: str | pathlib.Path) -> Run:
   nnx.update(model, jax.tree.map(_placeholder, nnx.state(model, nnx.Not(nnx.Param))))
   ckpts.restore(checkpoint.BEST, model)
   model.eval()
-  path = workdir / THRESHOLDS_FILE
-  if path.exists():
-    thresholds = json.loads(path.read_text())
-  else:
-    thresholds = {'global': 0.5, 'per_genre': None, 'at_least_one': False, 'tuned': False}
   mesh = parallel.make_mesh()
   parallel.replicate(model, mesh)
-  return Run(workdir, config, model, tokenizer, labels, meta, thresholds, mesh)
+  return Run(workdir, config, model, tokenizer, labels, meta, _read_thresholds(workdir), mesh)
+
+
+def load_ensemble(workdir: str | pathlib.Path) -> Ensemble:
+  """Loads the members listed in `workdir/ensemble.json` (directories relative to `workdir`)."""
+  workdir = pathlib.Path(workdir)
+  spec = json.loads((workdir / ENSEMBLE_FILE).read_text())
+  members = []
+  for entry in spec['members']:
+    run = load_run(workdir / entry['dir'])
+    if not isinstance(run, Run):
+      raise GenreJaxError(f'ensemble member {run.workdir} is itself an ensemble.')
+    members.append(run)
+  if len(members) < 2:
+    raise GenreJaxError(f'{workdir / ENSEMBLE_FILE} lists {len(members)} member(s); an ensemble '
+                        'needs at least two.')
+  check_compatible(members)
+  meta = {'split': members[0].meta['split'], 'members': spec['members'],
+          'combination': spec['combination']}
+  return Ensemble(workdir, members, _read_thresholds(workdir), meta)
+
+
+def num_parameters(model: nnx.Module) -> int:
+  """The number of parameter values (`nnx.Param`, trainable or frozen) of a model."""
+  return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def _read_thresholds(workdir: pathlib.Path) -> dict[str, Any]:
+  path = workdir / THRESHOLDS_FILE
+  if path.exists():
+    return json.loads(path.read_text())
+  return {'global': 0.5, 'per_genre': None, 'at_least_one': False, 'tuned': False}

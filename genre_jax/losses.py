@@ -46,6 +46,27 @@ def sigmoid_bce(
   return total / (jnp.maximum(jnp.sum(mask), 1.0) * loss.shape[-1])
 
 
+def binary_cross_entropy(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+  """Mean binary cross-entropy of probabilities (numpy; for averaged ensemble probabilities).
+
+  The same quantity as `sigmoid_bce` without `pos_weight`, over probabilities instead of logits:
+  `-(y log p + (1 - y) log(1 - p))`, averaged over all rows (all real) and genres.
+
+  Args:
+    probs: `[n, genres]` float probabilities, clipped to `[eps, 1 - eps]` (in float64).
+    labels: `[n, genres]` float in [0, 1].
+    eps: the clipping margin, so that a saturated probability gives a finite loss.
+
+  Returns:
+    The mean as a Python float (0.0 when there are no rows).
+  """
+  p = np.clip(np.asarray(probs, np.float64), eps, 1.0 - eps)
+  y = np.asarray(labels, np.float64)
+  if p.size == 0:
+    return 0.0
+  return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+
+
 def pos_weights(train_labels: np.ndarray, mode: str = 'none',
                 max_weight: float = 10.0) -> np.ndarray | None:
   """Per-genre positive weights from the training labels.

@@ -1,4 +1,4 @@
-"""Predicts genres for synopses with a trained run.
+"""Predicts genres for synopses with a trained run (or an ensemble).
 
   python -m genre_jax.predict --workdir runs/cnn "A retired hitman is pulled back in..."
   python -m genre_jax.predict --workdir runs/cnn --input synopses.txt --json
@@ -15,7 +15,7 @@ from absl import logging
 from genre_jax import errors
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Workdir of a trained run.')
+flags.DEFINE_string('workdir', None, 'Workdir of a trained run or of an ensemble.')
 flags.DEFINE_string('input', None, 'A UTF-8 text file with one synopsis per line.')
 flags.DEFINE_bool('json', False, 'Print one JSON object per line instead of text.')
 flags.DEFINE_integer('top_k', 5, 'Also show this many most probable genres.')

@@ -51,6 +51,10 @@ def test_train_writes_checkpoints_metrics_report(trained):
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert len(rows) == report['epochs_run'] >= 1
   assert {'train_loss', 'val_loss', 'val_micro_f1', 'val_threshold'} <= set(rows[0])
+  # The training curve: training examples re-scored in evaluation mode after each epoch.
+  assert {'train_micro_f1', 'train_eval_loss'} <= set(rows[0])
+  assert rows[-1]['train_micro_f1'] > rows[0]['train_micro_f1']
+  assert rows[-1]['train_eval_loss'] < rows[0]['train_eval_loss']
   assert (workdir / 'checkpoints').is_dir() and (workdir / 'best').is_dir()
   thr = json.loads((workdir / 'thresholds.json').read_text())
   assert 0.0 < thr['global'] < 1.0 and thr['tuned']

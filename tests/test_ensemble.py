@@ -1,0 +1,140 @@
+"""Ensembles: built by `python -m genre_jax.ensemble`, used by evaluate and predict (CPU, seconds)."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from genre_jax import evaluation
+from genre_jax import inference
+from genre_jax import losses
+from genre_jax import trainer
+from genre_jax.errors import GenreJaxError
+from tests.conftest import synthetic_records, tiny_config
+from tests.test_train import run_module
+
+TEXTS = ['a haunted house full of ghost screams and blood', 'love and a wedding kiss',
+         'alien robot fight on a spaceship']
+
+
+@pytest.fixture(scope='module')
+def members(tmp_path_factory, synthetic_jsonl):
+  """Two one-epoch runs on the same data and split: a CNN and an LSTM with another vocabulary."""
+  root = tmp_path_factory.mktemp('members')
+  cnn = tiny_config(synthetic_jsonl)
+  lstm = tiny_config(synthetic_jsonl, seed=1)
+  lstm.model.name = 'lstm'
+  lstm.data.vocab_size, lstm.data.max_length = 30, 12  # The data has 44 words.
+  for name, config in (('cnn', cnn), ('lstm', lstm)):
+    trainer.train_and_evaluate(config, str(root / name))
+  return [root / 'cnn', root / 'lstm']
+
+
+@pytest.fixture(scope='module')
+def ensemble(members, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('ensemble') / 'ens'
+  proc = run_module('genre_jax.ensemble', '--workdir', workdir, '--members', *members,
+                    '--per_genre')
+  return workdir, proc
+
+
+def test_probs_are_the_mean_of_the_members(ensemble, members):
+  workdir, _ = ensemble
+  ens = inference.load_run(workdir)
+  assert isinstance(ens, inference.Ensemble) and len(ens.members) == 2
+  runs = [inference.load_run(m) for m in members]
+  assert [r.tokenizer.vocab_size for r in runs] == [46, 30]  # Each its own tokenizer.
+  np.testing.assert_allclose(ens.probs(TEXTS), np.mean([r.probs(TEXTS) for r in runs], axis=0),
+                             rtol=0, atol=1e-6)
+  labels, _ = ens.labels.transform([['Horror'], ['Romance'], ['Action', 'Science Fiction']])
+  probs, loss = ens.probs_and_loss(TEXTS, labels)
+  np.testing.assert_allclose(
+      probs, np.mean([r.probs_and_loss(TEXTS, labels)[0] for r in runs], axis=0), atol=1e-6)
+  p = probs.astype(np.float64)
+  assert loss == pytest.approx(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+  assert ens.meta['split'] == runs[0].meta['split'] and ens.labels.classes == runs[0].labels.classes
+
+
+def test_report_has_the_trainer_keys(ensemble, members):
+  workdir, proc = ensemble
+  report = json.loads((workdir / 'report.json').read_text())
+  member_reports = [json.loads((m / 'report.json').read_text()) for m in members]
+  assert set(report) == set(member_reports[0]) | {'members'}
+  assert report['model'] == 'ensemble' and report['seed'] is None  # Member seeds 0 and 1.
+  assert report['epochs_run'] is None and report['best_epoch'] is None
+  assert [m['model'] for m in report['members']] == ['cnn', 'lstm']
+  assert report['num_parameters'] == sum(r['num_parameters'] for r in member_reports)
+  assert report['train_seconds'] == pytest.approx(
+      sum(r['train_seconds'] for r in member_reports), abs=0.02)
+  thr = json.loads((workdir / 'thresholds.json').read_text())
+  assert thr == report['thresholds'] and thr['tuned'] and len(thr['per_genre']) == 6
+  assert set(thr) == set(member_reports[0]['thresholds'])
+  assert report['data']['split_sizes'] == member_reports[0]['data']['split_sizes']
+  assert 0.0 <= report['test']['micro_f1'] <= 1.0 and np.isfinite(report['test']['loss'])
+  assert '== ensemble' in proc.stdout and 'test (threshold per-genre' in proc.stdout
+
+
+def test_evaluate_and_predict_work_without_the_member_workdirs(ensemble, members, tmp_path):
+  workdir, _ = ensemble
+  report = json.loads((workdir / 'report.json').read_text())
+  before = evaluation.evaluate_test_split(inference.load_run(workdir))['summary']
+  assert before['micro_f1'] == pytest.approx(report['test']['micro_f1'], abs=1e-6)
+  moved = [shutil.move(m, tmp_path / m.name) for m in members]  # As if deleted.
+  try:
+    proc = run_module('genre_jax.evaluate', '--workdir', workdir)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['n'] == report['data']['split_sizes']['test']
+    assert result['micro_f1'] == pytest.approx(report['test']['micro_f1'], abs=1e-6)
+    assert result['threshold'] == 'per_genre' and result['threshold_tuned']
+    proc = run_module('genre_jax.predict', '--workdir', workdir, '--json', *TEXTS[:2])
+    lines = [json.loads(l) for l in proc.stdout.strip().splitlines()]
+    assert len(lines) == 2 and all(0.0 <= p <= 1.0 for p in lines[0]['top'].values())
+  finally:
+    for src, dst in zip(moved, members):
+      shutil.move(src, dst)
+
+
+def test_members_with_other_labels_are_refused(members, tmp_path):
+  path = tmp_path / 'no_horror.jsonl'
+  with open(path, 'w') as f:
+    for r in synthetic_records(60):
+      r['genres'] = [g for g in r['genres'] if g != 'Horror'] or ['Drama']
+      f.write(json.dumps(r) + '\n')
+  trainer.train_and_evaluate(tiny_config(path), str(tmp_path / 'other'))
+  proc = run_module('genre_jax.ensemble', '--workdir', tmp_path / 'ens', '--members',
+                    members[0], tmp_path / 'other', check=False)
+  assert proc.returncode == 2, proc.stderr
+  assert 'label classes' in proc.stderr and str(tmp_path / 'other') in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not (tmp_path / 'ens' / 'ensemble.json').exists()
+
+
+def test_members_with_other_splits_or_data_are_refused(members):
+  a, b = [inference.load_run(m) for m in members]
+  split = {k: list(v) for k, v in b.meta['split'].items()}
+  split['test'], split['validation'] = split['validation'], split['test']
+  with pytest.raises(GenreJaxError, match=f'{b.workdir}.*split differs'):
+    inference.check_compatible([a, dataclasses.replace(b, meta={**b.meta, 'split': split})])
+  config = b.config.copy_and_resolve_references()
+  config.data.split_seed = 7
+  with pytest.raises(GenreJaxError, match='data.split_seed: 7 there, 0'):
+    inference.check_compatible([a, dataclasses.replace(b, config=config)])
+  config = b.config.copy_and_resolve_references()
+  config.data.max_length, config.data.vocab_size = 99, 99  # A member's own input settings.
+  inference.check_compatible([a, dataclasses.replace(b, config=config)])
+
+
+@pytest.mark.parametrize('extra_member, needle', [
+    (None, 'at least two members'),
+    ('empty', 'checkpoint'),
+])
+def test_one_member_or_no_checkpoint_is_a_clear_error(members, tmp_path, extra_member, needle):
+  others = [tmp_path / extra_member] if extra_member else []
+  if extra_member:
+    (tmp_path / extra_member).mkdir()
+  proc = run_module('genre_jax.ensemble', '--workdir', tmp_path / 'ens', '--members', members[0],
+                    *others, check=False)
+  assert proc.returncode == 2, proc.stderr
+  assert needle in proc.stderr and 'Traceback' not in proc.stderr
