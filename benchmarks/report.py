@@ -14,6 +14,13 @@ def _f(x, digits=1):
   return '—' if x is None else f'{x:,.{digits}f}'
 
 
+def _profile_table(profile, step_ms):
+  lines = ['| XLA operation | ms per step | share of the step |', '|---|---:|---:|']
+  for p in profile:
+    lines.append(f'| `{p["op"]}` | {p["ms_per_call"]:.2f} | {p["ms_per_call"] / step_ms:.0%} |')
+  return lines
+
+
 def markdown(r):
   m = r['machine']
   v = m['versions']
@@ -34,7 +41,8 @@ def markdown(r):
             + ', '.join(f'{x:.2f}' for x in r['loadavg_start'])
             + '; at end: ' + ', '.join(f'{x:.2f}' for x in r['loadavg_end']),
             f'- training data: the default data set (`tmdb_10k`) training split, '
-            f'{r["train_examples"]} of {r["train_examples_full"]} examples',
+            f'{r["train_examples"]} of {r["train_examples_full"]} examples, tokenised as each '
+            'configuration\'s `data` section says (its vocabulary size is in the step table)',
             f'- timing: each configuration and framework in its own process; '
             f'{r["mode"]["warmup"]} warm-up steps, then the median of {r["mode"]["repeats"]} '
             f'timed runs of about {r["mode"]["step_seconds"]} s each; epochs: median of '
@@ -51,8 +59,8 @@ def markdown(r):
             'Batches of real training examples padded to `max_length` (no bucketing), identical '
             'for both frameworks; same model, loss (masked sigmoid BCE), optimizer, schedule and '
             'clipping as the config. Examples per second = batch / median step time.', '',
-            '| config | batch | length | genre_jax ex/s | PyTorch ex/s | genre_jax / PyTorch '
-            '| ≥ 1.0 |', '|---|---:|---:|---:|---:|---:|:---:|']
+            '| config | vocab | batch | length | genre_jax ex/s | PyTorch ex/s '
+            '| genre_jax / PyTorch | ≥ 1.0 |', '|---|---:|---:|---:|---:|---:|---:|:---:|']
   for row in r['rows']:
     for bs, s in row['jax']['steps'].items():
       t = row['torch']['steps'][bs] if row['torch'] else None
@@ -60,7 +68,8 @@ def markdown(r):
       ok = ratio is not None and ratio >= TARGETS['step_ratio']
       if ratio is not None and not ok:
         misses.append(f'train step {row["config"]} batch {bs}: ratio {ratio:.2f} < 1.0')
-      lines.append(f'| {row["config"]} | {bs} | {s["length"]} | {_f(s["examples_per_second"])} '
+      lines.append(f'| {row["config"]} | {_f(row.get("vocab_size"), 0)} | {bs} | {s["length"]} '
+                   f'| {_f(s["examples_per_second"])} '
                    f'| {_f(t and t["examples_per_second"])} | {_f(ratio, 2)} '
                    f'| {_ok(ok) if ratio is not None else "—"} |')
 
@@ -104,6 +113,14 @@ def markdown(r):
                    f'{_f(s["gflops"])} | {_f(j["matmul_gflops"])} | '
                    f'{s["fraction_of_matmul"]:.0%} | {_ok(ok)} |')
 
+  for row in r['rows']:
+    for bs, s in row['jax']['steps'].items():
+      if s.get('profile'):
+        lines += ['', f'Profile of the `{row["config"]}` train step at batch {bs} (XLA:CPU '
+                  'operations, `jax.profiler` trace, ms per step; operations of one step can run '
+                  'concurrently on the two cores, so the column may sum to more than the step):',
+                  ''] + _profile_table(s['profile'], s['seconds_per_step'] * 1e3)
+
   # ---- Compile times -------------------------------------------------------------------------
   lines += ['', '## Compile time (persistent cache off)', '',
             'First call minus a steady-state call: tracing, lowering and XLA compilation. Train '
@@ -146,6 +163,9 @@ def markdown(r):
     lines.append(f'| {label} | {b[key]:.1f} | {b[key] / total:.0%} |')
   lines.append(f'| data pipeline per batch (numpy batching + device put, not overlapped) | '
                f'{b["pipeline_ms_per_batch"]:.2f} | {b["pipeline_ms_per_batch"] / total:.0%} |')
+  if b.get('profile'):
+    lines += ['', 'The same step, operation by operation (XLA:CPU, `jax.profiler` trace):', '']
+    lines += _profile_table(b['profile'], total)
   share = max(('forward', b['forward_ms']), ('backward', b['backward_ms']),
               ('optimizer update', b['optimizer_update_ms']), key=lambda kv: kv[1])[0]
   lines += ['', f'Largest part in this run: the {share}.']

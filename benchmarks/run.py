@@ -88,24 +88,30 @@ def worker(kind, spec, timeout=900):
   return json.loads(lines[-1][len('RESULT '):])
 
 
-def prepare_data(tmp, max_train):
-  """The default data set's training split, tokenised once, saved for every worker."""
+def prepare_data(tmp, max_train, name):
+  """The training split as configuration `name` tokenises it (its vocabulary size, minimum count
+  and maximum length), saved once per distinct data section for the workers of both frameworks."""
   code = f'''
-import sys, numpy as np
+import hashlib, json, pathlib, runpy, sys, numpy as np
 sys.path.insert(0, {str(REPO)!r})
-from configs import default
 from genre_jax.data import pipeline
-d = pipeline.prepare(default.get_config().data)
-tr = d.arrays['train']
-n = {max_train!r} or len(tr.lengths)
-np.savez({str(tmp / 'train.npz')!r}, tokens=tr.tokens[:n], lengths=tr.lengths[:n],
-         labels=tr.labels[:n], vocab_size=d.tokenizer.vocab_size)
-print(len(tr.lengths), n)
+data = runpy.run_path({str(REPO / 'configs' / (name + '.py'))!r})['get_config']().data
+key = hashlib.sha1(data.to_json(sort_keys=True).encode()).hexdigest()[:10]
+path = pathlib.Path({str(tmp)!r}) / f'train_{{key}}.npz'
+if not path.exists():
+  d = pipeline.prepare(data)
+  tr = d.arrays['train']
+  n = {max_train!r} or len(tr.lengths)
+  np.savez(path, tokens=tr.tokens[:n], lengths=tr.lengths[:n], labels=tr.labels[:n],
+           vocab_size=d.tokenizer.vocab_size, n_train=len(tr.lengths))
+with np.load(path) as f:
+  print(path, int(f['n_train']), len(f['lengths']), int(f['vocab_size']))
 '''
   out = subprocess.run([PY, '-c', code], cwd=REPO, env=env(), capture_output=True, text=True)
   if out.returncode:
     raise RuntimeError(out.stderr[-3000:])
-  return tmp / 'train.npz', [int(x) for x in out.stdout.split()]
+  path, n_train, n_used, vocab = out.stdout.split()
+  return pathlib.Path(path), (int(n_train), int(n_used), int(vocab))
 
 
 def config_batch_size(name):
@@ -174,17 +180,18 @@ def main(argv=None):
              'torch_available': torch_ok, 'rows': []}
   with tempfile.TemporaryDirectory(prefix='genre_jax_bench_') as tmp:
     tmp = pathlib.Path(tmp)
-    data, (n_train, n_used) = prepare_data(tmp, mode['max_train'])
-    results['train_examples'] = n_used
-    results['train_examples_full'] = n_train
-    log(f'data: {n_used} training examples')
     slowest = None
     for name in mode['configs']:
+      data, (n_train, n_used, vocab) = prepare_data(tmp, mode['max_train'], name)
+      results['train_examples'] = n_used
+      results['train_examples_full'] = n_train
+      log(f'data for {name}: {n_used} training examples, vocabulary {vocab}')
       sizes = sorted({32, config_batch_size(name)})
       spec = {'config': name, 'data': str(data), 'batch_sizes': sizes,
               'breakdown': args.quick,  # Quick: break down the only row in the same process.
+              'trace_dir': str(tmp / f'trace_{name}'),
               **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds', 'epoch_repeats')}}
-      row = {'config': name, 'jax': worker('jax_train', spec)}
+      row = {'config': name, 'vocab_size': vocab, 'jax': worker('jax_train', spec)}
       row['torch'] = worker('torch_train', spec) if torch_ok else None
       results['rows'].append(row)
       main_bs = str(sizes[-1])
@@ -198,8 +205,10 @@ def main(argv=None):
     if done:
       breakdown = done[0].pop('breakdown')
     else:
+      data, _ = prepare_data(tmp, mode['max_train'], name)
       spec = {'config': name, 'data': str(data), 'batch_sizes': [], 'epoch': False,
-              'breakdown': True, **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds')}}
+              'breakdown': True, 'trace_dir': str(tmp / f'trace_{name}'),
+              **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds')}}
       breakdown = worker('jax_train', spec)['breakdown']
     results['breakdown'] = {'config': name, **breakdown}
     results['inference'] = train_and_predict(tmp, mode, args.quick)

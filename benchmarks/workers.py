@@ -149,6 +149,9 @@ def jax_train(spec):
     if config.model.name == 'cnn':
       row['flops_per_step'] = cnn_train_flops(config, bs, max_length)
       row['gflops'] = row['flops_per_step'] / med / 1e9
+      if spec.get('trace_dir'):  # Where a CNN step's time goes, operation by operation.
+        row['profile'] = xla_profile(lambda: step(model, optimizer, batches[0], None),
+                                     f'{spec["trace_dir"]}_{bs}')
     out['steps'][str(bs)] = row
 
   # Compile time of the eval step (first call at eval_batch_size x max_length).
@@ -267,14 +270,39 @@ def jax_breakdown(config, data, mesh, fresh, spec):
     count += 1
   out['pipeline_ms_per_batch'] = (time.perf_counter() - t) / count * 1e3
   out['batch_size'] = bs
-  # A jax.profiler trace of a few steps, summarised by the caller if it can.
   if spec.get('trace_dir'):
-    jax.profiler.start_trace(spec['trace_dir'])
-    for _ in range(5):
-      r = step(model, optimizer, batch, None)
-    jax.block_until_ready(r)
-    jax.profiler.stop_trace()
+    out['profile'] = xla_profile(lambda: step(model, optimizer, batch, None), spec['trace_dir'])
   return out
+
+
+def xla_profile(fn, trace_dir, calls=20, top=12):
+  """The XLA:CPU operations (thunks) that take the most time in `calls` calls of `fn`.
+
+  A `jax.profiler` trace (Python tracer off); returns the `top` operation names by total time,
+  in ms per call, with the HLO op names as XLA printed them (fusions named by their root ops).
+  """
+  import collections
+  import glob
+  import gzip
+  import jax
+  options = jax.profiler.ProfileOptions()
+  options.python_tracer_level = 0
+  jax.block_until_ready(fn())
+  jax.profiler.start_trace(trace_dir, profiler_options=options)
+  for _ in range(calls):
+    r = fn()
+  jax.block_until_ready(r)
+  jax.profiler.stop_trace()
+  files = sorted(glob.glob(f'{trace_dir}/**/*.trace.json.gz', recursive=True))
+  if not files:
+    return None
+  events = json.load(gzip.open(files[-1]))['traceEvents']
+  total = collections.Counter()
+  skip = ('ThunkExecutor', 'PjitFunction', 'PjRt', 'Execute')
+  for e in events:
+    if e.get('ph') == 'X' and not any(k in e['name'] for k in skip):
+      total[e['name']] += e['dur']
+  return [{'op': name, 'ms_per_call': us / calls / 1e3} for name, us in total.most_common(top)]
 
 
 def torch_train(spec):

@@ -6,7 +6,7 @@ early stopping. Where the seed is silent, Keras-like defaults were chosen:
   conv 128 filters, kernel 5    Keras' text-CNN examples (`Conv1D(128, 5)`);
   pooling 'average'             global average over time (`GlobalAveragePooling1D`), length-masked;
   dense_activation relu         the seed only gives the width 41;
-  max_length 128, vocab 20000, no bucketing (see seed_lstm.py).
+  max_length 128, vocab 20000, length bucketing (see seed_lstm.py).
 
 Run:
   python -m genre_jax.train --config configs/seed_cnn.py --workdir runs/seed_cnn
@@ -25,7 +25,7 @@ def get_config():
   config.data.max_examples = None
   config.data.vocab_size = 20_000
   config.data.max_length = 128
-  config.data.bucket_by_length = False
+  config.data.bucket_by_length = True  # See seed_lstm.py.
 
   m = config.model
   m.name = 'cnn'

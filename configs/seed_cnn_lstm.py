@@ -5,7 +5,7 @@ of 32, no early stopping. Where the seed is silent, Keras-like defaults were cho
   embed_dim 100, conv 128 filters of width 5 (as seed_cnn.py);
   conv_pool_size 4     the pool size of Keras' `imdb_cnn_lstm` example, averaging like the seed CNN;
   LSTM summary         its final state (Keras' `LSTM(30)`);
-  dense_activation relu, max_length 128, vocab 20000, no bucketing (see seed_lstm.py).
+  dense_activation relu, max_length 128, vocab 20000, length bucketing (see seed_lstm.py).
 
 Run:
   python -m genre_jax.train --config configs/seed_cnn_lstm.py --workdir runs/seed_cnn_lstm
@@ -24,7 +24,7 @@ def get_config():
   config.data.max_examples = None
   config.data.vocab_size = 20_000
   config.data.max_length = 128
-  config.data.bucket_by_length = False
+  config.data.bucket_by_length = True  # See seed_lstm.py.
 
   m = config.model
   m.name = 'cnn_lstm'

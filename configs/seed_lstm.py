@@ -6,7 +6,9 @@ Where the seed is silent, Keras-like defaults were chosen:
   dense_activation    relu (the seed only gives the width 41);
   max_length 128      covers ~99% of TMDB synopses (p95 = 92 words, p99 = 127);
   vocab_size 20000    the usual Keras `Tokenizer(num_words=20000)`;
-  no bucketing        Keras pads every batch to max_length (masking makes this invisible).
+  length bucketing    Keras padded every batch to max_length; every layer here is length-masked,
+                      so padding only costs time. Batches of similar lengths cut it (what
+                      changes is which examples share a batch, not what a model computes).
 The summary is the LSTM's final state (Keras' `LSTM(30)` without `return_sequences`).
 
 Run:
@@ -26,7 +28,7 @@ def get_config():
   config.data.max_examples = None
   config.data.vocab_size = 20_000
   config.data.max_length = 128
-  config.data.bucket_by_length = False
+  config.data.bucket_by_length = True  # See above.
 
   m = config.model
   m.name = 'lstm'

@@ -21,7 +21,7 @@ def _results(step_ratio_torch_eps=100.0, predict_seconds=2.0):
                   'versions': {'jax': '0.10.2', 'torch': '2.13.0'}},
       'train_examples': 100, 'train_examples_full': 100, 'torch_available': True,
       'mode': {'warmup': 3, 'repeats': 5, 'step_seconds': 1.0, 'epoch_repeats': 3},
-      'rows': [{'config': 'cnn',
+      'rows': [{'config': 'cnn', 'vocab_size': 14558,
                 'jax': {'steps': {'32': step}, 'epoch_seconds': 4.0, 'epoch_widths': [32, 128],
                         'train_compile_seconds': 5.0, 'eval_compile_seconds': 1.0,
                         'matmul_gflops': 100.0},
@@ -29,7 +29,8 @@ def _results(step_ratio_torch_eps=100.0, predict_seconds=2.0):
                           'epoch_seconds': 10.0}}],
       'breakdown': {'config': 'cnn', 'batch_size': 32, 'forward_ms': 30.0, 'backward_ms': 60.0,
                     'forward_backward_ms': 90.0, 'optimizer_update_ms': 10.0,
-                    'train_step_ms': 100.0, 'pipeline_ms_per_batch': 2.0},
+                    'train_step_ms': 100.0, 'pipeline_ms_per_batch': 2.0,
+                    'profile': [{'op': 'convolution', 'ms_per_call': 25.0}]},
       'inference': {'train_command': 'x', 'n_test': 10, 'evaluate_synopses_per_second': 50.0,
                     'scoring_synopses_per_second': 500.0, 'eval_batch_size': 256,
                     'predict_seconds': predict_seconds, 'predict_first_seconds': 4.0},
@@ -42,8 +43,9 @@ def test_report_renders_every_section_and_flags_missed_targets():
   for heading in ('Training step throughput', 'One training epoch', "CNN train step",
                   'Compile time', 'Inference', 'Where the time goes', 'Targets'):
     assert heading in met
-  assert '| cnn | 32 | 128 | 320.0 | 100.0 | 3.20 | yes |' in met
+  assert '| cnn | 14,558 | 32 | 128 | 320.0 | 100.0 | 3.20 | yes |' in met
   assert 'Every target measured in this run was met.' in met
+  assert '| `convolution` | 25.00 | 25% |' in met  # The profile of the slowest step.
   missed = report.markdown(_results(step_ratio_torch_eps=640.0, predict_seconds=5.0))
   assert 'train step cnn batch 32: ratio 0.50 < 1.0' in missed
   assert 'predict: 5.00 s > 3 s' in missed
