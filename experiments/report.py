@@ -40,7 +40,20 @@ EXTRA_ROWS = (
     ('minilm_frozen', 'MiniLM, frozen encoder + head', 'configs/minilm_frozen.py'),
     ('minilm', 'Fine-tuned MiniLM', 'configs/minilm.py'),
 )
-ALL_ROWS = ROWS + EXTRA_ROWS
+# Ensembles (`python -m genre_jax.ensemble`: mean probabilities, threshold tuned on validation)
+# of the same seed's runs of the rows named, built by `experiments.reproduce` once those exist:
+# (name, table label, member rows). Fixed in advance, not picked on test.
+ENSEMBLES = (
+    ('ensemble', 'Ensemble: tuned LSTM + CNN + CNN→LSTM', ('lstm', 'cnn', 'cnn_lstm')),
+    ('ensemble_minilm', 'Ensemble: tuned LSTM + CNN + CNN→LSTM + fine-tuned MiniLM',
+     ('lstm', 'cnn', 'cnn_lstm', 'minilm')),
+)
+ENSEMBLE_ROWS = tuple((name, label, None) for name, label, _ in ENSEMBLES)
+# Not part of the default reproduction: the pretrained rows and the ensembles that use them.
+OPTIONAL = frozenset({r for r, _, _ in EXTRA_ROWS} | {
+    name for name, _, members in ENSEMBLES if set(members) & {r for r, _, _ in EXTRA_ROWS}})
+TRAINED_ROWS = ROWS + EXTRA_ROWS  # Rows trained from a config file.
+ALL_ROWS = TRAINED_ROWS + ENSEMBLE_ROWS
 FROM_SCRATCH = tuple(r for r, _, _ in ROWS)
 TUNED = ('lstm', 'cnn', 'cnn_lstm')
 METRICS = (('micro_f1', 'micro-F1'), ('macro_f1', 'macro-F1'), ('samples_f1', 'samples-F1'),
@@ -93,7 +106,8 @@ def aggregate(reports: dict[int, dict]) -> dict[str, Any]:
   for part in ('test', 'test_at_0.5', 'validation'):
     out[part] = {k: mean_std([r[part][k] for r in reports.values()])
                  for k, _ in METRICS if all(k in r.get(part, {}) for r in reports.values())}
-  out['train_seconds'] = mean_std([r['train_seconds'] for r in reports.values()])
+  seconds = [r.get('train_seconds') for r in reports.values()]
+  out['train_seconds'] = mean_std(seconds) if None not in seconds else None
   epochs = [r.get('best_epoch') for r in reports.values()]
   out['best_epoch'] = mean_std(epochs) if None not in epochs else None
   out['epochs_run'] = [r.get('epochs_run') for r in reports.values()]
@@ -122,6 +136,13 @@ def best_row(summary: dict[str, Any], among=FROM_SCRATCH) -> str | None:
   if not rows:
     return None
   return max(rows, key=lambda r: summary['rows'][r]['validation']['micro_f1']['mean'])
+
+
+def best_model(summary: dict[str, Any]) -> str | None:
+  """The best genre_jax model with every seed (from scratch, pretrained or ensemble), by mean
+  VALIDATION micro-F1."""
+  complete = tuple(r for r, s in summary['rows'].items() if len(s['seeds']) == len(SEEDS))
+  return best_row(summary, among=complete)
 
 
 def _fmt(stat: dict | None, digits: int = 3, deterministic: bool = False) -> str:
@@ -154,8 +175,14 @@ def plot_curves(runs_data, path: pathlib.Path) -> bool:
                    label='train' if alpha == 1 else None)
       ax_loss.plot(epochs, [h['val_loss'] for h in hist], 'C1-o', ms=3, alpha=alpha,
                    label='validation' if alpha == 1 else None)
+      if 'train_eval_loss' in hist[0]:
+        ax_loss.plot(epochs, [h['train_eval_loss'] for h in hist], 'C0--', alpha=alpha,
+                     label='train, 1,000 examples, no dropout' if alpha == 1 else None)
       ax_f1.plot(epochs, [h['val_micro_f1'] for h in hist], 'C1-o', ms=3, alpha=alpha,
                  label='validation (tuned threshold)' if alpha == 1 else None)
+      if 'train_micro_f1' in hist[0]:
+        ax_f1.plot(epochs, [h['train_micro_f1'] for h in hist], 'C0-o', ms=3, alpha=alpha,
+                   label='train, 1,000 examples (same threshold)' if alpha == 1 else None)
       if 'val_micro_f1@0.5' in hist[0]:
         ax_f1.plot(epochs, [h['val_micro_f1@0.5'] for h in hist], 'C2--', alpha=alpha,
                    label='validation (threshold 0.5)' if alpha == 1 else None)
@@ -323,7 +350,9 @@ def _table(summary, part: str, with_extra: bool) -> list[str]:
   for row, label, _ in ALL_ROWS:
     s = summary['rows'].get(row)
     if s is None:
-      status = 'missing' if row in FROM_SCRATCH else 'not run (optional)'
+      status = ('missing' if row in FROM_SCRATCH else
+                'not built (needs its members)' if row in {r for r, _, _ in ENSEMBLE_ROWS} else
+                'not run (optional)')
       lines.append(f'| {label} | {status} |' + ' |' * (len(head) - 2))
       continue
     cells = [label, _seeds_cell(s)] + [_fmt(s[part].get(k)) for k, _ in METRICS]
@@ -424,16 +453,18 @@ def _targets(summary) -> list[str]:
     ok = m['mean'] >= TARGET_MICRO_F1
     lines.append(f'- {label} micro-F1 ≥ {TARGET_MICRO_F1}: **{"reached" if ok else "NOT reached"}** '
                  f'({_fmt(m)} over seeds {s["seeds"]}).')
-  best = best_row(summary)
   lr = summary['baselines'].get('tfidf_lr')
-  if best is not None and lr is not None:
+  labels = dict((r, l) for r, l, _ in ALL_ROWS)
+  for what, best in (('from-scratch genre_jax model', best_row(summary)),
+                     ('genre_jax model (any row with seeds 0, 1, 2: from scratch, pretrained '
+                      'or an ensemble)', best_model(summary))):
+    if best is None or lr is None:
+      continue
     s = summary['rows'][best]
-    label = dict((r, l) for r, l, _ in ROWS)[best]
     m, b = s['test']['micro_f1'], lr['test']['micro_f1']
     ok = m['mean'] >= b['mean']
     lines.append(
-        f'- Best from-scratch genre_jax model (chosen by mean validation micro-F1): {label}, '
-        f'test micro-F1 '
+        f'- Best {what}, chosen by mean validation micro-F1: {labels[best]}, test micro-F1 '
         f'{_fmt(m)} (macro-F1 {_fmt(s["test"]["macro_f1"])}) vs TF-IDF + LR {b["mean"]:.3f} '
         f'(macro-F1 {lr["test"]["macro_f1"]["mean"]:.3f}): '
         f'**{"reached" if ok else "NOT reached"}** (difference {m["mean"] - b["mean"]:+.3f}).')
@@ -490,8 +521,8 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
   figures = out / 'figures'
   figures.mkdir(parents=True, exist_ok=True)
 
-  best = best_row(summary)
-  labels = {r: l for r, l, _ in ROWS}
+  best = best_model(summary) or best_row(summary)
+  labels = {r: l for r, l, _ in ALL_ROWS}
   best_reports = [runs_data['rows'][best][s] for s in sorted(runs_data['rows'][best])] if best else []
   lr = runs_data['baselines'].get('tfidf_lr')
   made = {
@@ -533,9 +564,11 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
       if n in summary['baselines']), '']
   md += ['## Figures', '']
   if made['curves']:
-    md += ['Training / validation loss and validation micro-F1 per epoch (seed 0 solid, other '
-           'seeds faded). The trainer does not score the training split per epoch, so there is '
-           'no training micro-F1 curve.', '', '![curves](figures/curves.png)', '']
+    md += ['Training and validation loss and micro-F1 per epoch (seed 0 solid, other seeds '
+           'faded). "train" loss is the running mean over the epoch (dropout on); the training '
+           'micro-F1 and the dashed training loss re-score the first 1,000 training synopses in '
+           'evaluation mode after each epoch (`config.train_eval_examples`), at the threshold '
+           'tuned on validation that epoch.', '', '![curves](figures/curves.png)', '']
   if made['per_genre']:
     md += [f'Per-genre test F1, {labels[best]} (mean over seeds) vs TF-IDF + LR:', '',
            '![per-genre F1](figures/per_genre_f1.png)', '']
@@ -571,14 +604,14 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
          '```',
          '']
   if timings:
-    extra = {r for r, _, _ in EXTRA_ROWS}
+    extra = OPTIONAL
     default = {k: v for k, v in timings.get('runs', {}).items() if k.split('/')[0] not in extra}
     optional = {k: v for k, v in timings.get('runs', {}).items() if k.split('/')[0] in extra}
     md += [f'Reproduction time (default rows): {sum(default.values()) / 60:.1f} min, the sum of '
            f'the wall times of the {len(default)} runs (data preparation and compilation '
            'included; see runs/experiments/timings.json).', '']
     if optional:
-      md += ['MiniLM runs (not in the default reproduction), wall time each: ' + ', '.join(
+      md += ['MiniLM runs and ensembles with MiniLM (not in the default reproduction), wall time each: ' + ', '.join(
           f'{k} {v / 60:.1f} min' for k, v in sorted(optional.items())) + '.', '']
   md += ['## Machine', '',
          f'- CPU: {machine.get("cpu")}, {machine.get("cores")} cores usable; '

@@ -44,13 +44,37 @@ def _load_config(path: str, seed: int, num_epochs: int | None = None):
 
 
 def selected_rows(rows=None):
-  """(row, label, config) to run: the default rows, or exactly those named (any of ALL_ROWS)."""
+  """(row, label, config) to train: the default rows, or exactly those named (of TRAINED_ROWS)."""
   if not rows:
     return report_lib.ROWS
-  unknown = set(rows) - {r for r, _, _ in report_lib.ALL_ROWS}
+  unknown = set(rows) - {r for r, _, _ in report_lib.TRAINED_ROWS}
   if unknown:
     raise ValueError(f'unknown rows {sorted(unknown)}')
-  return tuple(r for r in report_lib.ALL_ROWS if r[0] in rows)
+  return tuple(r for r in report_lib.TRAINED_ROWS if r[0] in rows)
+
+
+def build_ensembles(runs: pathlib.Path, seeds, timings: dict) -> None:
+  """Each ensemble of experiments.report.ENSEMBLES, per seed, once all its members are finished
+  (and again when a member finished after the ensemble was built)."""
+  from genre_jax import ensemble
+  for name, label, members in report_lib.ENSEMBLES:
+    for seed in seeds:
+      dirs = [runs / row / f'seed{seed}' for row in members]
+      reports = [d / 'report.json' for d in dirs]
+      if not all(r.exists() for r in reports):
+        continue
+      workdir = runs / name / f'seed{seed}'
+      done = workdir / 'report.json'
+      if done.exists() and done.stat().st_mtime > max(r.stat().st_mtime for r in reports):
+        print(f'== {label} seed {seed}: done already ({workdir})', flush=True)
+        continue
+      print(f'== {label} seed {seed}: building from {", ".join(map(str, dirs))}', flush=True)
+      t0 = time.time()
+      report = ensemble.build(workdir, [str(d) for d in dirs])
+      timings['runs'][f'{name}/seed{seed}'] = round(time.time() - t0, 1)
+      _save_timings(runs, timings)
+      print(f'== {label} seed {seed}: test micro-F1 {report["test"]["micro_f1"]:.4f} '
+            f'macro-F1 {report["test"]["macro_f1"]:.4f}', flush=True)
 
 
 def _timings(runs: pathlib.Path) -> dict:
@@ -98,19 +122,17 @@ def run_all(runs: pathlib.Path, seeds, rows, with_baselines: bool = True,
       print(f'== {label} seed {seed}: test micro-F1 {t["micro_f1"]:.4f} macro-F1 '
             f'{t["macro_f1"]:.4f}, best epoch {report["best_epoch"]}/{report["epochs_run"]}, '
             f'{time.time() - t0:.0f} s wall', flush=True)
+  build_ensembles(runs, seeds, timings)
 
 
 def dump_predictions(workdir: pathlib.Path) -> None:
-  """Saves a finished run's test probabilities / predictions (at its tuned threshold)."""
+  """Saves a finished run's (or ensemble's) test probabilities / predictions (at its tuned
+  threshold)."""
   from genre_jax import inference
   from genre_jax import thresholds
-  from genre_jax.data import pipeline
   run = inference.load_run(workdir)
-  data = pipeline.prepare(run.config.data, tokenizer_factory=lambda texts: run.tokenizer,
-                          split=run.meta['split'])
-  test = data.arrays['test']
-  probs, _ = inference.predict_probs(run.model, test.tokens, test.lengths, test.labels,
-                                     batch_size=run.config.eval_batch_size, mesh=run.mesh)
+  test = run.load_data().arrays['test']
+  probs, _ = run.probs_and_loss(test.texts, test.labels)
   pred = thresholds.apply(probs, run.threshold, run.thresholds['at_least_one'])
   baselines.save_predictions(workdir / baselines.PREDICTIONS_FILE, test, probs, pred,
                              list(run.labels.classes))
@@ -118,7 +140,7 @@ def dump_predictions(workdir: pathlib.Path) -> None:
 
 def dump_all_predictions(runs: pathlib.Path, seeds=(0,)) -> None:
   """Test predictions of each row's seed-0 run, for the error analysis (a few seconds each)."""
-  for row, _, _ in report_lib.ROWS:
+  for row, _, _ in report_lib.ALL_ROWS:
     for seed in seeds:
       workdir = runs / row / f'seed{seed}'
       if (workdir / 'report.json').exists() and not (
@@ -134,8 +156,9 @@ def main(argv=None):
   parser.add_argument('--runs', default=str(REPO / 'runs' / 'experiments'))
   parser.add_argument('--seeds', type=int, nargs='+', default=list(report_lib.SEEDS))
   parser.add_argument('--rows', nargs='+', default=None,
-                      choices=[r for r, _, _ in report_lib.ALL_ROWS],
-                      help='default: the from-scratch rows (not minilm_frozen, minilm)')
+                      choices=[r for r, _, _ in report_lib.TRAINED_ROWS],
+                      help='default: the from-scratch rows (not minilm_frozen, minilm); the '
+                      'ensembles of report.ENSEMBLES are built whenever their members exist')
   parser.add_argument('--epochs', type=int, default=None,
                       help='override num_epochs of the runs started now (recorded in config.json)')
   parser.add_argument('--skip-baselines', action='store_true')

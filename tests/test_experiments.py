@@ -150,3 +150,36 @@ def test_minilm_rows_are_optional_and_marked(tmp_path):
   assert '| MiniLM, frozen encoder + head | not run (optional) |' in text
   assert 'Issue 7' in text and '**incomplete (fewer than 3 seeds' in text
   assert '1 (capped; config file: 3)' in text  # The epoch cap is recorded.
+
+
+def test_ensemble_rows_compete_for_best_model(tmp_path):
+  """Ensemble rows are tabled like the others; the best genre_jax model is chosen on validation
+  among rows with every seed, the best from-scratch model among the trained rows only."""
+  from experiments import report, reproduce
+  runs, out = tmp_path / 'runs', tmp_path / 'out'
+  out.mkdir()
+  (runs / 'baselines' / 'tfidf_lr').mkdir(parents=True)
+  (runs / 'baselines' / 'tfidf_lr' / 'report.json').write_text(
+      json.dumps({**_fake_report('tfidf_lr', None, 0.6), 'chosen': {'C': 1}}))
+  for row, micro in (('cnn', 0.58), ('ensemble', 0.62)):
+    for seed in (0, 1, 2):
+      d = runs / row / f'seed{seed}'
+      d.mkdir(parents=True)
+      (d / 'report.json').write_text(json.dumps(_fake_report(row, seed, micro)))
+  summary = report.write_results(runs, out)
+  assert summary['best'] == 'ensemble'
+  assert report.best_row(summary) == 'cnn'
+  text = (out / 'RESULTS.md').read_text()
+  assert '| Ensemble: tuned LSTM + CNN + CNN→LSTM | 0,1,2 | 0.620 ± 0.000 |' in text
+  assert ('Best genre_jax model (any row with seeds 0, 1, 2: from scratch, pretrained or an '
+          'ensemble), chosen by mean validation micro-F1: Ensemble: tuned LSTM + CNN + CNN→LSTM, '
+          'test micro-F1 0.620 ± 0.000') in text
+  assert '**reached** (difference +0.020)' in text
+  assert 'not built (needs its members)' in text  # ensemble_minilm: no MiniLM runs.
+  # Ensembles are built, not trained: reproduce refuses them as rows, and builds none without
+  # every member.
+  with pytest.raises(ValueError):
+    reproduce.selected_rows(['ensemble'])
+  timings = {'runs': {}}
+  reproduce.build_ensembles(runs, (0,), timings)
+  assert timings == {'runs': {}}
