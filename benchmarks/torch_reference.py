@@ -71,6 +71,9 @@ class Classifier(nn.Module):
     super().__init__()
     self.name, self.pooling = cfg.name, cfg.pooling
     self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
+    rate = cfg.get('word_dropout', 0.0)
+    # Whole tokens: Dropout1d zeroes whole "channels" of [B, C, W], here the L tokens of [B, L, E].
+    self.word_dropout = nn.Dropout1d(rate) if rate else None
     self.embed_dropout = nn.Dropout(cfg.embed_dropout)
     features = cfg.embed_dim
     self.conv = None
@@ -87,7 +90,10 @@ class Classifier(nn.Module):
     self.head = Head(features, num_labels, cfg.dense_size, cfg.dense_activation, cfg.dropout)
 
   def forward(self, tokens, lengths):
-    x = self.embed_dropout(self.embed(tokens))
+    x = self.embed(tokens)
+    if self.word_dropout is not None:
+      x = self.word_dropout(x)
+    x = self.embed_dropout(x)
     if self.conv is not None:
       x = self.conv(x, lengths)
       if self.pool_size > 1:  # Length-aware average pooling (partial last window).
