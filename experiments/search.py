@@ -113,7 +113,7 @@ def space(trial, arch: str) -> dict[str, Any]:
       'optimizer': trial.suggest_categorical('optimizer', ['adam', 'adamw']),
       'weight_decay': trial.suggest_categorical('weight_decay', [1e-4, 1e-3, 1e-2]),
       'batch_size': trial.suggest_categorical('batch_size', [32, 64, 128]),
-      'num_epochs': trial.suggest_categorical('num_epochs', [4, 6, 8, 12]),
+      'num_epochs': trial.suggest_categorical('num_epochs', [4, 5, 6, 8, 12]),
       'pos_weight': trial.suggest_categorical('pos_weight', ['none', 'sqrt']),
       'data.min_count': trial.suggest_categorical('data.min_count', [1, 2, 3]),
       'data.vocab_size': trial.suggest_categorical('data.vocab_size', [10000, 20000]),
