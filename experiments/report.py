@@ -161,7 +161,8 @@ def _fmt(stat: dict | None, digits: int = 3, deterministic: bool = False) -> str
 def plot_curves(runs_data, path: pathlib.Path) -> bool:
   import matplotlib.pyplot as plt
   from matplotlib.ticker import MaxNLocator
-  rows = [(r, label) for r, label, _ in ALL_ROWS if runs_data['histories'].get(r)]
+  rows = [(r, label) for r, label, _ in ALL_ROWS  # Ensembles have no epochs.
+          if any(runs_data['histories'].get(r, {}).values())]
   if not rows:
     return False
   fig, axes = plt.subplots(len(rows), 2, figsize=(10, 2.6 * len(rows)), squeeze=False)

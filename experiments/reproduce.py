@@ -83,6 +83,11 @@ def _timings(runs: pathlib.Path) -> dict:
 
 
 def _save_timings(runs: pathlib.Path, timings: dict) -> None:
+  """Writes this call's run times over those in the file (another reproduce call may be running
+  on other rows at the same time: its entries are kept)."""
+  merged = _timings(runs)
+  merged['runs'].update(timings['runs'])
+  timings['runs'] = merged['runs']
   timings['total_seconds'] = round(sum(timings['runs'].values()), 1)
   (runs / 'timings.json').write_text(json.dumps(timings, indent=1))
 

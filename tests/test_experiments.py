@@ -183,3 +183,16 @@ def test_ensemble_rows_compete_for_best_model(tmp_path):
   timings = {'runs': {}}
   reproduce.build_ensembles(runs, (0,), timings)
   assert timings == {'runs': {}}
+
+
+def test_timings_of_concurrent_reproduce_calls_are_merged(tmp_path):
+  """Two reproduce calls on different rows (each holding its own dict) keep each other's times."""
+  from experiments import reproduce
+  first, second = reproduce._timings(tmp_path), reproduce._timings(tmp_path)
+  first['runs']['cnn/seed0'] = 20.0
+  reproduce._save_timings(tmp_path, first)
+  second['runs']['minilm/seed0'] = 600.0
+  reproduce._save_timings(tmp_path, second)
+  saved = json.loads((tmp_path / 'timings.json').read_text())
+  assert saved['runs'] == {'cnn/seed0': 20.0, 'minilm/seed0': 600.0}
+  assert saved['total_seconds'] == 620.0
