@@ -98,7 +98,7 @@ def build(workdir: str | pathlib.Path, members: list[str], *,
     per_genre: also tune per-genre thresholds on validation.
   """
   import jax
-  from genre_jax import inference, trainer
+  from genre_jax import inference, models, trainer
 
   check_count(members)
   workdir = pathlib.Path(workdir).resolve()
@@ -120,7 +120,7 @@ def build(workdir: str | pathlib.Path, members: list[str], *,
   for f in (inference.ENSEMBLE_FILE, inference.THRESHOLDS_FILE, trainer.REPORT_FILE):
     (workdir / f).unlink(missing_ok=True)  # An earlier ensemble here is rebuilt.
   entries = copy_members(workdir, sources)
-  trainer._write_json(workdir / inference.ENSEMBLE_FILE,
+  trainer.write_json(workdir / inference.ENSEMBLE_FILE,
                       {'combination': 'mean', 'members': entries})
   ens = inference.load_run(workdir)  # From the copies: checks that they are complete.
 
@@ -131,7 +131,7 @@ def build(workdir: str | pathlib.Path, members: list[str], *,
   thr = trainer.tune_thresholds(val.labels, val_probs, classes,
                                 at_least_one=ens.config.threshold.at_least_one,
                                 per_genre=per_genre)
-  trainer._write_json(workdir / inference.THRESHOLDS_FILE, thr)
+  trainer.write_json(workdir / inference.THRESHOLDS_FILE, thr)
   ens.thresholds = thr
 
   # The test split is scored exactly once, with thresholds fixed above.
@@ -143,7 +143,7 @@ def build(workdir: str | pathlib.Path, members: list[str], *,
       'dir': e['dir'], 'source': e['source'], 'model': m.config.model.name,
       'seed': m.config.seed, 'vocab_size': m.tokenizer.vocab_size,
       'max_length': m.config.data.max_length,
-      'num_parameters': inference.num_parameters(m.model),
+      'num_parameters': models.count_params(m.model),
       'train_seconds': r.get('train_seconds'),
       'test_micro_f1': r.get('test', {}).get('micro_f1'),  # Its own report, own threshold.
   } for e, m, r in zip(entries, ens.members, reports)]
@@ -159,7 +159,7 @@ def build(workdir: str | pathlib.Path, members: list[str], *,
       **trainer.report_metrics(thr, val, val_probs, val_loss, test, test_probs, test_loss,
                                ens.config.num_examples_to_show),
   }
-  trainer._write_json(workdir / trainer.REPORT_FILE, report)
+  trainer.write_json(workdir / trainer.REPORT_FILE, report)
   print(trainer.summary(report), flush=True)
   print('members on their own (test micro-F1 from their reports): ' + ', '.join(
       f'{m["dir"]} ' + ('?' if m['test_micro_f1'] is None else f'{m["test_micro_f1"]:.4f}')

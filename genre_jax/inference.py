@@ -285,11 +285,6 @@ def load_ensemble(workdir: str | pathlib.Path) -> Ensemble:
   return Ensemble(workdir, members, _read_thresholds(workdir), meta)
 
 
-def num_parameters(model: nnx.Module) -> int:
-  """The number of parameter values (`nnx.Param`, trainable or frozen) of a model."""
-  return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
-
-
 def _read_thresholds(workdir: pathlib.Path) -> dict[str, Any]:
   path = workdir / THRESHOLDS_FILE
   if path.exists():

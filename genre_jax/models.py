@@ -4,10 +4,10 @@ Every model maps `(tokens [batch, L] int32, lengths [batch] int32)` to logits `[
 float32; `model.train()` / `model.eval()` switch dropout on / off. Architectures are registered by
 name:
 
-* `lstm`: embedding -> [word dropout] -> (Bi)LSTM -> summary -> [dense] -> dropout -> logits. The summary is the
-  LSTM's final state when `model.pooling == 'last'` (for a BiLSTM: the forward state after the
-  last real token and the backward state after the first), otherwise the `max` / `average` of
-  the outputs over the real positions.
+* `lstm`: embedding -> [word dropout] -> (Bi)LSTM -> summary -> [dense] -> dropout -> logits.
+  The summary is the LSTM's final state when `model.pooling == 'last'` (for a BiLSTM: the forward
+  state after the last real token and the backward state after the first), otherwise the
+  `max` / `average` of the outputs over the real positions.
 * `cnn`: embedding -> Conv1D (several widths) -> pooling over time -> [dense] -> dropout -> logits.
 * `cnn_lstm`: embedding -> Conv1D -> optional average pooling of width `conv_pool_size` (lengths
   shrink accordingly) -> LSTM over the convolved sequence -> summary as for `lstm` -> head.

@@ -24,6 +24,7 @@ from genre_jax import checkpoint
 from genre_jax import inference
 from genre_jax import losses
 from genre_jax import metrics as metrics_lib
+from genre_jax import models
 from genre_jax import parallel
 from genre_jax import thresholds as thresholds_lib
 from genre_jax.data import batching
@@ -65,7 +66,6 @@ def make_optimizer(config: ml_collections.ConfigDict,
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Fails fast, before any data is read, on values that would only break later."""
-  from genre_jax import models
   choices = {
       'model.name': (config.model.name, models.known_models()),
       'optimizer': (config.optimizer, sorted(OPTIMIZERS)),
@@ -110,7 +110,7 @@ def make_train_step(wrt):
   return train_step
 
 
-def _write_json(path: pathlib.Path, obj: Any) -> None:
+def write_json(path: pathlib.Path, obj: Any) -> None:
   """Atomic JSON write (temporary file, then rename)."""
   tmp = path.with_suffix(path.suffix + '.tmp')
   tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
@@ -359,7 +359,7 @@ def final_report(config, workdir: pathlib.Path, model, data, mesh, pos_weight, w
   val_probs, val_loss = inference.predict_probs(model, val.tokens, val.lengths, val.labels, **kw)
   thr = tune_thresholds(val.labels, val_probs, classes, at_least_one=config.threshold.at_least_one,
                         per_genre=config.threshold.per_genre)
-  _write_json(workdir / inference.THRESHOLDS_FILE, thr)
+  write_json(workdir / inference.THRESHOLDS_FILE, thr)
 
   # The test split is scored exactly once, with thresholds fixed above.
   test_probs, test_loss = inference.predict_probs(model, test.tokens, test.lengths, test.labels,
@@ -370,11 +370,11 @@ def final_report(config, workdir: pathlib.Path, model, data, mesh, pos_weight, w
       'data': {**data.report, 'split_sizes': {k: len(v.lengths) for k, v in data.arrays.items()}},
       'epochs_run': meta['epoch'], 'best_epoch': meta['best']['epoch'],
       'train_seconds': round(meta['train_seconds'], 2),
-      'num_parameters': inference.num_parameters(model),
+      'num_parameters': models.count_params(model),
       **report_metrics(thr, val, val_probs, val_loss, test, test_probs, test_loss,
                        config.num_examples_to_show),
   }
-  _write_json(workdir / REPORT_FILE, report)
+  write_json(workdir / REPORT_FILE, report)
   print(summary(report), flush=True)
   return report
 
