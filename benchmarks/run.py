@@ -2,10 +2,16 @@
 
   python -m benchmarks.run            # full run (about 15 minutes on 2 quiet cores)
   python -m benchmarks.run --quick    # smoke run (about 2 minutes), small shapes and few repeats
+  python -m benchmarks.run --configs lstm --append   # re-measure one row, keep the others
+
+On a machine where JAX's default backend is a GPU, the results go to benchmarks/results_gpu.json
+and the PyTorch reference runs on CUDA; BENCHMARKS.md always shows the CPU run and, when
+benchmarks/results_gpu.json exists, the GPU run below it (`python -m benchmarks.report` rewrites
+it from the two files).
 
 Every configuration runs in its own process (`benchmarks/workers.py`); each number is a median
 over timed repeats after warm-up. Writes BENCHMARKS.md and benchmarks/results.json (every figure
-in BENCHMARKS.md comes from this run). PyTorch (`pip install '.[bench]'`) is optional: without it
+in BENCHMARKS.md comes from this run or the --append runs into the same file). PyTorch (`pip install '.[bench]'`) is optional: without it
 the PyTorch columns are empty.
 """
 
@@ -21,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks import report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -53,9 +61,26 @@ def machine_info():
       versions[pkg] = importlib.metadata.version(pkg)
     except importlib.metadata.PackageNotFoundError:
       versions[pkg] = None
-  return {'cpu_model': model, 'logical_cpus': os.cpu_count(),
+  info = {'cpu_model': model, 'logical_cpus': os.cpu_count(),
           'usable_cpus': len(os.sched_getaffinity(0)), 'platform': platform.platform(),
           'versions': versions}
+  try:
+    gpus = subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version',
+                           '--format=csv,noheader'], capture_output=True, text=True, timeout=30)
+    if gpus.returncode == 0 and gpus.stdout.strip():
+      info['gpus'] = gpus.stdout.strip().splitlines()
+  except (OSError, subprocess.TimeoutExpired):
+    pass
+  return info
+
+
+def jax_backend():
+  """JAX's default backend here ('cpu', 'gpu', 'tpu'), asked in a fresh process."""
+  out = subprocess.run([PY, '-c', 'import jax; print(jax.default_backend())'], cwd=REPO,
+                       env=env(), capture_output=True, text=True)
+  if out.returncode:
+    raise RuntimeError(f'cannot import jax:\n{out.stderr[-3000:]}')
+  return out.stdout.strip().splitlines()[-1]
 
 
 def have_torch():
@@ -162,9 +187,17 @@ def main(argv=None):
   parser.add_argument('--configs', nargs='*', help='subset of configs (default: all six)')
   parser.add_argument('--epoch-repeats', type=int, help='timed epochs per configuration')
   parser.add_argument('--out', default=str(REPO / 'BENCHMARKS.md'))
-  parser.add_argument('--json', default=str(REPO / 'benchmarks' / 'results.json'))
+  parser.add_argument('--json', default=None, help='default: benchmarks/results.json, or '
+                      'benchmarks/results_gpu.json where JAX runs on a GPU')
   parser.add_argument('--no-torch', action='store_true', help='skip the PyTorch reference')
+  parser.add_argument('--append', action='store_true', help='keep the rows (and inference '
+                      'figures) of the existing --json file for configurations not run now')
+  parser.add_argument('--skip-inference', action='store_true',
+                      help='do not measure evaluate / predict (kept from the file with --append)')
   args = parser.parse_args(argv)
+  backend = jax_backend()
+  if args.json is None:
+    args.json = str(REPO / 'benchmarks' / report.results_file(backend))
   mode = dict(QUICK if args.quick else FULL)
   if args.configs:
     mode['configs'] = tuple(args.configs)
@@ -177,10 +210,22 @@ def main(argv=None):
   results = {'command': command.strip(), 'quick': args.quick, 'mode': mode,
              'started': datetime.datetime.now().isoformat(timespec='seconds'),
              'loadavg_start': os.getloadavg(), 'machine': machine_info(),
-             'torch_available': torch_ok, 'rows': []}
+             'torch_available': torch_ok, 'backend': backend, 'rows': []}
+  previous = None
+  if args.append and pathlib.Path(args.json).exists():
+    previous = json.loads(pathlib.Path(args.json).read_text())
+    results['rows'] = [row for row in previous['rows'] if row['config'] not in mode['configs']]
+    results['command'] = previous['command'] + ' ; ' + results['command']
+    results['started'] = previous['started']
+    results['appended'] = previous.get('appended', []) + [datetime.datetime.now().isoformat(
+        timespec='seconds')]
   with tempfile.TemporaryDirectory(prefix='genre_jax_bench_') as tmp:
     tmp = pathlib.Path(tmp)
     slowest = None
+    for row in results['rows']:  # Kept from the file (--append).
+      t = row['jax']['steps'][max(row['jax']['steps'], key=int)]['seconds_per_step']
+      if slowest is None or t > slowest[1]:
+        slowest = (row['config'], t)
     for name in mode['configs']:
       data, (n_train, n_used, vocab) = prepare_data(tmp, mode['max_train'], name)
       results['train_examples'] = n_used
@@ -211,14 +256,20 @@ def main(argv=None):
               **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds')}}
       breakdown = worker('jax_train', spec)['breakdown']
     results['breakdown'] = {'config': name, **breakdown}
-    results['inference'] = train_and_predict(tmp, mode, args.quick)
+    if not args.skip_inference:
+      results['inference'] = train_and_predict(tmp, mode, args.quick)
+    elif previous and previous.get('inference'):
+      results['inference'] = previous['inference']
   results['loadavg_end'] = os.getloadavg()
-  results['wall_seconds'] = time.time() - start
+  results['wall_seconds'] = time.time() - start + (previous or {}).get('wall_seconds', 0)
   pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
   pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
-  from benchmarks import report
-  pathlib.Path(args.out).write_text(report.markdown(results))
-  log(f'wrote {args.out} and {args.json} in {results["wall_seconds"]:.0f} s')
+  defaults = {REPO / 'benchmarks' / 'results.json', REPO / 'benchmarks' / 'results_gpu.json'}
+  if pathlib.Path(args.json).resolve() in defaults:  # Both runs, CPU and GPU, in one document.
+    pathlib.Path(args.out).write_text(report.document(REPO))
+  else:
+    pathlib.Path(args.out).write_text(report.markdown(results))
+  log(f'wrote {args.out} and {args.json} in {time.time() - start:.0f} s')
   return results
 
 

@@ -1,4 +1,4 @@
-"""The genre_jax architectures written in eager PyTorch (CPU), for the benchmarks only.
+"""The genre_jax architectures written in eager PyTorch (CPU or CUDA), for the benchmarks only.
 
 Same shapes, masking, loss and optimizer as genre_jax (`genre_jax.models`, `genre_jax.losses`,
 `genre_jax.trainer.make_optimizer`), written the usual PyTorch way: `nn.Embedding`, `nn.Conv1d`
@@ -21,7 +21,7 @@ ACTIVATIONS = {'relu': torch.relu, 'tanh': torch.tanh, 'sigmoid': torch.sigmoid,
 
 def pool_over_time(x, lengths, kind):
   """x [B, L, F], lengths [B] int64 -> [B, F], ignoring padded positions."""
-  mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]
+  mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
   if kind == 'max':
     return x.masked_fill(~mask, float('-inf')).amax(1)
   if kind == 'average':
@@ -43,7 +43,7 @@ class Conv(nn.Module):
     self.out_features = filters * len(kernel_sizes)
 
   def forward(self, x, lengths):
-    mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]
+    mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
     x = x.masked_fill(~mask, 0.0).transpose(1, 2)  # [B, E, L]
     y = torch.cat([self.activation(conv(x)) for conv in self.convs], 1)
     return y.transpose(1, 2)  # [B, L, F]
@@ -100,13 +100,14 @@ class Classifier(nn.Module):
         b, n, f = x.shape
         w = self.pool_size
         out = -(-n // w)
-        mask = (torch.arange(n)[None, :] < lengths[:, None]).to(x.dtype)[..., None]
+        mask = (torch.arange(n, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)[..., None]
         x = nn.functional.pad(x * mask, (0, 0, 0, out * w - n))
         mask = nn.functional.pad(mask, (0, 0, 0, out * w - n))
         x = x.view(b, out, w, f).sum(2) / mask.view(b, out, w, 1).sum(2).clamp(min=1.0)
         lengths = (lengths + w - 1) // w
     if self.lstm is not None:
-      packed = rnn_utils.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+      packed = rnn_utils.pack_padded_sequence(x, lengths.cpu(), batch_first=True,  # CPU lengths.
+                                              enforce_sorted=False)
       outputs, (h_n, _) = self.lstm(packed)
       if self.pooling == 'last':  # Final state of the last layer, both directions.
         d = 2 if self.lstm.bidirectional else 1

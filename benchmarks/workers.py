@@ -65,10 +65,14 @@ def timed_repeats(run_steps, spec):
   return statistics.median(times), times
 
 
-def matmul_gflops(n=2048, repeats=7):
-  """Measured float32 GFLOP/s of an n x n x n jnp.matmul (median of repeats)."""
+def matmul_gflops(n=None, repeats=7):
+  """Measured float32 GFLOP/s of an n x n x n jnp.matmul (median of repeats).
+
+  n: 2048 on a CPU; 8192 on an accelerator (a 2048-cube takes well under a millisecond there).
+  """
   import jax
   import jax.numpy as jnp
+  n = n or (2048 if jax.default_backend() == 'cpu' else 8192)
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   f = jax.jit(jnp.matmul)
@@ -78,7 +82,7 @@ def matmul_gflops(n=2048, repeats=7):
     t = time.perf_counter()
     f(a, b).block_until_ready()
     times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / statistics.median(times) / 1e9
+  return 2 * n ** 3 / statistics.median(times) / 1e9, n
 
 
 def cnn_train_flops(config, batch, length):
@@ -110,7 +114,8 @@ def jax_train(spec):
   mesh = parallel.make_mesh()
   steps_per_epoch = -(-len(data['lengths']) // config.batch_size)
   out = {'framework': 'genre_jax', 'config': spec['config'], 'steps': {},
-         'devices': [str(d) for d in jax.devices()]}
+         'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
+         'device_kind': jax.devices()[0].device_kind}
 
   def fresh():
     model = models.create_model(config.model, vocab_size=int(data['vocab_size']),
@@ -171,7 +176,7 @@ def jax_train(spec):
     out['train_compile_seconds'] = s0['first_step_seconds'] - s0['seconds_per_step']
 
   if config.model.name == 'cnn' and spec['batch_sizes']:
-    out['matmul_gflops'] = matmul_gflops()
+    out['matmul_gflops'], out['matmul_size'] = matmul_gflops()
     for row in out['steps'].values():
       row['fraction_of_matmul'] = row['gflops'] / out['matmul_gflops']
 
@@ -310,6 +315,15 @@ def torch_train(spec):
   import torch
   torch.set_num_threads(spec.get('threads', 2))
   from benchmarks import torch_reference as ref
+  # On a GPU machine the reference runs on CUDA, with TF32 matmuls allowed as XLA:GPU allows them
+  # for float32 by default (cuDNN convolutions allow TF32 in PyTorch by default).
+  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  if device.type == 'cuda':
+    torch.set_float32_matmul_precision('high')
+
+  def sync():
+    if device.type == 'cuda':
+      torch.cuda.synchronize()
 
   config = load_config(spec['config'], spec.get('overrides', {}))
   data = load_data(spec['data'])
@@ -317,24 +331,26 @@ def torch_train(spec):
   max_length = data['tokens'].shape[1]
   steps_per_epoch = -(-len(data['lengths']) // config.batch_size)
   out = {'framework': 'pytorch', 'config': spec['config'], 'steps': {},
-         'torch_threads': torch.get_num_threads()}
+         'torch_threads': torch.get_num_threads(), 'device': str(device),
+         'device_name': torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}
 
   def fresh():
     torch.manual_seed(config.seed)
-    model = ref.Classifier(config.model, int(data['vocab_size']), num_labels)
+    model = ref.Classifier(config.model, int(data['vocab_size']), num_labels).to(device)
     opt, sched = ref.make_optimizer(config, model, steps_per_epoch)
     return ref.make_train_step(config, model, opt, sched)
 
   def to_torch(b):
-    return (torch.from_numpy(b['tokens'].astype(np.int64)),
-            torch.from_numpy(b['lengths'].astype(np.int64)),
-            torch.from_numpy(b['labels']), torch.from_numpy(b['mask']))
+    return (torch.from_numpy(b['tokens'].astype(np.int64)).to(device),
+            torch.from_numpy(b['lengths'].astype(np.int64)).to(device),
+            torch.from_numpy(b['labels']).to(device), torch.from_numpy(b['mask']).to(device))
 
   for bs in spec['batch_sizes']:
     step = fresh()
     batches = [to_torch(b) for b in fixed_batches(data, bs, 8)]
     for i in range(spec['warmup'] + 1):
       step(*batches[i % 8])
+    sync()
     counter = [0]
 
     def run_steps(k):
@@ -354,6 +370,7 @@ def torch_train(spec):
     bs = config.batch_size
     for b in fixed_batches(data, bs, 2):
       step(*to_torch(b))
+    sync()
     epoch_times = []
     for epoch in range(1, spec['epoch_repeats'] + 1):
       t = time.perf_counter()
