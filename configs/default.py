@@ -76,6 +76,9 @@ def get_config():
   # ---- Model selection, thresholds, logging ----------------------------------------------
   config.early_stopping_metric = 'micro_f1'  # On the validation split, at the tuned threshold.
   config.early_stopping_patience = 3  # Epochs without improvement; 0 = never stop early.
+  # A frozen pretrained encoder: its features are computed once per split, then the epochs train
+  # the head on them (the same batches, dropout and updates as running the encoder every step).
+  config.cache_frozen_features = True
   config.train_eval_examples = 1000  # Training examples re-scored each epoch (curves); 0 = none.
   config.threshold = threshold = ml_collections.ConfigDict()
   threshold.per_genre = False  # Also tune one threshold per genre (on validation).

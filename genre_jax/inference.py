@@ -46,19 +46,67 @@ def enable_compilation_cache() -> None:
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
 
 
+def logits(model: nnx.Module, batch: dict[str, jax.Array]) -> jax.Array:
+  """[B, G] logits of a batch of `tokens` and `lengths`, or of precomputed `features` [B, H]
+  (models with a frozen feature extractor: `model.classify`)."""
+  if 'features' in batch:
+    return model.classify(batch['features'])
+  return model(batch['tokens'], batch['lengths'])
+
+
 @nnx.jit
 def eval_step(model: nnx.Module, batch: dict[str, jax.Array],
               pos_weight: jax.Array | None) -> tuple[jax.Array, jax.Array]:
   """Probabilities [B, G] and the summed loss of the real (mask = 1) rows."""
-  logits = model(batch['tokens'], batch['lengths'])
-  loss = losses.sigmoid_bce(logits, batch['labels'], batch['mask'], pos_weight)
-  return jax.nn.sigmoid(logits), loss * batch['mask'].sum()
+  out = logits(model, batch)
+  loss = losses.sigmoid_bce(out, batch['labels'], batch['mask'], pos_weight)
+  return jax.nn.sigmoid(out), loss * batch['mask'].sum()
+
+
+@nnx.jit
+def _features_step(model: nnx.Module, batch: dict[str, jax.Array]) -> jax.Array:
+  return model.features(batch['tokens'], batch['lengths'])
+
+
+def encode_features(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray, *,
+                    batch_size: int, mesh,
+                    bucket_widths: list[int] | None = None) -> np.ndarray:
+  """`model.features` of every row in evaluation mode: [n, H] float32, in row order.
+
+  Args:
+    tokens: [n, L] int32; lengths: [n] int32; batch_size, mesh, bucket_widths: as
+      `predict_probs`.
+  """
+  model.eval()
+  n = len(tokens)
+  arrays = batching.SplitArrays(ids=[''] * n, texts=[''] * n, tokens=tokens, lengths=lengths,
+                                labels=np.zeros((n, 1), np.float32))
+  out = None
+  for batch in batching.batches(arrays, batch_size, shuffle=False, seed=0, epoch=0,
+                                bucket_by_length=bucket_widths is not None, widths=bucket_widths):
+    f = np.asarray(_features_step(model, parallel.shard_batch(
+        {k: batch[k] for k in ('tokens', 'lengths')}, mesh)))
+    if out is None:
+      out = np.zeros((n, f.shape[1]), np.float32)
+    real = batch['mask'] > 0
+    out[batch['index'][real]] = f[real]
+  return out
+
+
+def feature_batch(features: np.ndarray, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The training / evaluation batch of precomputed features for a batch of
+  `batching.batches` (its `index`, -1 on padding rows, which get zero features)."""
+  real = batch['index'] >= 0
+  rows = np.where(real, batch['index'], 0)
+  return {'features': np.where(real[:, None], features[rows], 0.0).astype(np.float32),
+          'labels': batch['labels'], 'mask': batch['mask']}
 
 
 def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
                   labels: np.ndarray, *, batch_size: int, mesh,
                   pos_weight: jax.Array | None = None,
-                  bucket_widths: list[int] | None = None) -> tuple[np.ndarray, float]:
+                  bucket_widths: list[int] | None = None,
+                  features: np.ndarray | None = None) -> tuple[np.ndarray, float]:
   """Scores every row (none dropped) in evaluation mode.
 
   Args:
@@ -69,6 +117,8 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
     mesh: the device mesh from `parallel.make_mesh()`.
     pos_weight: [G] positive weights of the training loss, or None.
     bucket_widths: optional padded widths, to cut padding.
+    features: optional [n, H] precomputed `model.features` of the rows (`encode_features`);
+      then only `model.classify` runs.
 
   Returns:
     probs: [n, G] float32 probabilities in row order; mean loss over the rows.
@@ -81,7 +131,8 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
   total = 0.0
   for batch in batching.batches(arrays, batch_size, shuffle=False, seed=0, epoch=0,
                                 bucket_by_length=bucket_widths is not None, widths=bucket_widths):
-    inputs = {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')}
+    inputs = (feature_batch(features, batch) if features is not None else
+              {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')})
     p, loss_sum = eval_step(model, parallel.shard_batch(inputs, mesh), pos_weight)
     real = batch['mask'] > 0
     probs[batch['index'][real]] = np.asarray(p)[real]

@@ -297,12 +297,24 @@ class PretrainedClassifier(nnx.Module):
     """The filter of the parameters to optimise (the trainer reads it): all, or only the head."""
     return nnx.All(nnx.Param, nnx.PathContains(HEAD)) if self.freeze_encoder else nnx.Param
 
+  @property
+  def frozen_features(self) -> bool:
+    """True when `features` is a fixed function of the input (frozen encoder, no dropout in it):
+    the trainer then computes them once per split and trains `classify` on them."""
+    return self.freeze_encoder
+
+  def features(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """tokens [batch, seq_len] int32, lengths [batch] int32 -> pooled [batch, hidden] float."""
+    pooled = self.encoder.pool(tokens, lengths, self.pooling)
+    return jax.lax.stop_gradient(pooled) if self.freeze_encoder else pooled
+
+  def classify(self, features: jax.Array) -> jax.Array:
+    """features [batch, hidden] -> logits [batch, num_labels] (dropout, then the head)."""
+    return self.head(self.dropout(features))
+
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
     """tokens [batch, seq_len] int32, lengths [batch] int32 -> logits [batch, num_labels]."""
-    pooled = self.encoder.pool(tokens, lengths, self.pooling)
-    if self.freeze_encoder:
-      pooled = jax.lax.stop_gradient(pooled)
-    return self.head(self.dropout(pooled))
+    return self.classify(self.features(tokens, lengths))
 
 
 def trainable_filter(model_config) -> nnx.filterlib.Filter:

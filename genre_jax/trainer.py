@@ -99,8 +99,8 @@ def make_train_step(wrt):
   @nnx.jit(donate_argnums=(0, 1))
   def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict[str, jax.Array],
                  pos_weight: jax.Array | None) -> jax.Array:
-    def loss_fn(model):
-      logits = model(batch['tokens'], batch['lengths'])
+    def loss_fn(model):  # A batch of tokens, or of precomputed features (frozen encoder).
+      logits = inference.logits(model, batch)
       return losses.sigmoid_bce(logits, batch['labels'], batch['mask'], pos_weight)
 
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
@@ -159,7 +159,8 @@ def _epoch_metrics(y_true: np.ndarray, probs: np.ndarray, at_least_one: bool) ->
   return out
 
 
-def _train_subset_metrics(model, train, config, threshold: float, kw) -> dict[str, float]:
+def _train_subset_metrics(model, train, config, threshold: float, kw,
+                          features: np.ndarray | None = None) -> dict[str, float]:
   """Loss and micro-F1 (at the epoch's validation-tuned threshold) of the first
   `config.train_eval_examples` training examples in evaluation mode: the training curve beside
   the validation one, without the cost of re-scoring the whole training split."""
@@ -167,7 +168,8 @@ def _train_subset_metrics(model, train, config, threshold: float, kw) -> dict[st
   if not n:
     return {}
   probs, loss = inference.predict_probs(model, train.tokens[:n], train.lengths[:n],
-                                        train.labels[:n], **kw)
+                                        train.labels[:n], **kw,
+                                        features=None if features is None else features[:n])
   pred = thresholds_lib.apply(probs, threshold, config.threshold.at_least_one)
   return {'train_eval_loss': loss,
           'train_micro_f1': metrics_lib.multilabel_metrics(train.labels[:n], pred)['micro_f1']}
@@ -255,6 +257,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f.write(json.dumps(row) + '\n')
   writer = _tensorboard_writer(workdir)
 
+  features = None  # {split: [n, H]} when the model's features are frozen (computed once).
+  if (getattr(model, 'frozen_features', False) and config.get('cache_frozen_features', True)
+      and not meta['finished'] and meta['epoch'] < config.num_epochs):
+    t0 = time.time()
+    features = {name: inference.encode_features(model, a.tokens, a.lengths,
+                                                batch_size=config.eval_batch_size, mesh=mesh,
+                                                bucket_widths=widths)
+                for name, a in (('train', train), ('validation', val))}
+    meta['train_seconds'] += time.time() - t0  # Part of training: counted in train_seconds.
+    print(f'frozen encoder: features of {len(train.lengths)} + {len(val.lengths)} synopses '
+          f'computed once in {time.time() - t0:.0f} s; the epochs train the head on them.',
+          flush=True)
+
   higher_is_better = config.early_stopping_metric != 'loss'
   kill_at = int(os.environ.get(_FAULT_ENV, '0'))
   step = meta['step']
@@ -271,7 +286,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step += 1
       if step == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
-      inputs = {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')}
+      inputs = (inference.feature_batch(features['train'], batch) if features else
+                {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')})
       pending.append((step, train_step(model, optimizer, parallel.shard_batch(inputs, mesh),
                                        pos_weight)))
       bar.update(int(batch['mask'].sum()))
@@ -285,12 +301,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     kw = dict(batch_size=config.eval_batch_size, mesh=mesh, pos_weight=pos_weight,
               bucket_widths=widths)
-    val_probs, val_loss = inference.predict_probs(model, val.tokens, val.lengths, val.labels,
-                                                  **kw)
+    val_probs, val_loss = inference.predict_probs(
+        model, val.tokens, val.lengths, val.labels, **kw,
+        features=features['validation'] if features else None)
     val_metrics = _epoch_metrics(val.labels, val_probs, config.threshold.at_least_one)
     row = {'epoch': epoch, 'step': step, 'train_loss': float(np.mean(losses_seen)),
            'val_loss': val_loss, **{f'val_{k}': v for k, v in val_metrics.items()},
-           **_train_subset_metrics(model, train, config, val_metrics['threshold'], kw),
+           **_train_subset_metrics(model, train, config, val_metrics['threshold'], kw,
+                                   features['train'] if features else None),
            'epoch_seconds': round(train_seconds, 2),
            'examples_per_second': round(len(train.lengths) / train_seconds, 1)}
     score = row['val_loss' if not higher_is_better else f'val_{config.early_stopping_metric}']

@@ -281,3 +281,32 @@ def test_train_evaluate_predict_commands_with_tiny_checkpoint(tiny_dir, syntheti
   assert result['micro_f1'] == pytest.approx(saved['test']['micro_f1'], abs=1e-6)
   proc = run_module('genre_jax.predict', '--workdir', workdir, '--json', 'the ghost ship')
   assert len(json.loads(proc.stdout.strip())['top']) == 5
+
+
+def test_frozen_features_computed_once_train_the_same_head(tiny_dir, synthetic_jsonl, tmp_path):
+  """A frozen encoder's features, computed once per split, give the training of running the
+  encoder every step: the same batches, dropout masks and updates, so the same head and scores."""
+  import runpy
+  from genre_jax import checkpoint, trainer
+  reports, heads = {}, {}
+  for cached in (True, False):
+    config = runpy.run_path(str(REPO / 'configs' / 'minilm_frozen.py'))['get_config']()
+    config.update_from_flattened_dict({
+        'model.pretrained_path': str(tiny_dir),
+        'data.path': str(synthetic_jsonl), 'data.format': 'jsonl', 'data.max_length': 24,
+        'num_epochs': 2, 'batch_size': 8, 'eval_batch_size': 16, 'train_eval_examples': 20,
+        'progress_bar': False, 'cache_frozen_features': cached})
+    workdir = tmp_path / f'cached_{cached}'
+    reports[cached] = trainer.train_and_evaluate(config, str(workdir))
+    model = models.create_model(model_config(tiny_dir, freeze_encoder=True), vocab_size=0,
+                                num_labels=len(reports[cached]['thresholds']['classes']),
+                                pad_id=0, rngs=nnx.Rngs(params=0, dropout=1))
+    checkpoint.RunCheckpoints(workdir).restore(checkpoint.BEST, model)
+    heads[cached] = nnx.state(model.head, nnx.Param)
+  for a, b in zip(jax.tree.leaves(heads[True]), jax.tree.leaves(heads[False])):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  assert not np.allclose(jax.tree.leaves(heads[True])[0], 0.0)
+  for key in ('micro_f1', 'macro_f1', 'loss'):
+    assert reports[True]['test'][key] == pytest.approx(reports[False]['test'][key], abs=1e-5)
+  history = [json.loads(l) for l in (tmp_path / 'cached_True' / 'metrics.jsonl').open()]
+  assert [h['epoch'] for h in history] == [1, 2] and 'train_micro_f1' in history[0]
