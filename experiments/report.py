@@ -422,7 +422,9 @@ def _minilm_section(runs_data, machine) -> list[str]:
            '--seeds 0 [--epochs N]`. "epochs (setting)" is the num_epochs the run was trained '
            'with (a cap set by `--epochs` when it differs from the config file\'s). Train time is '
            f'the training loop only, on {machine.get("cores")} CPU cores ({machine.get("cpu")}), '
-           'no accelerator.', '',
+           'no accelerator; for the frozen encoder it includes the one pass that computes the '
+           'encoder\'s features of the training and validation synopses, on which every epoch '
+           'then trains the head (`config.cache_frozen_features`).', '',
            '| row | seed | epochs (setting) | epochs run | best epoch | train time | s / epoch '
            '| val micro-F1 | val macro-F1 | test micro-F1 | test macro-F1 |',
            '|---|---|---|---|---|---|---|---|---|---|---|']
