@@ -602,7 +602,7 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
          'python -m experiments.reproduce        # baselines + every row x seeds 0,1,2 + this file',
          'python -m experiments.report           # only this file and the figures',
          'python -m experiments.search --arch cnn lstm cnn_lstm --trials N   # separately',
-         '# MiniLM rows (not in the default run; fine-tuning: ~10.5 min per epoch on 2 CPU cores):',
+         '# MiniLM rows (not in the default run; their times are in the MiniLM table below):',
          'python -m experiments.reproduce --rows minilm_frozen minilm --seeds 0 1 2 --skip-baselines',
          '```',
          '']
