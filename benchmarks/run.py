@@ -12,8 +12,7 @@ it from the two files).
 Every configuration runs in its own process (`benchmarks/workers.py`); each number is a median
 over timed repeats after warm-up. Writes BENCHMARKS.md and benchmarks/results.json (every figure
 in BENCHMARKS.md comes from this run or the --append runs into the same file). PyTorch
-(`pip install '.[bench]'`) is optional: without it
-the PyTorch columns are empty.
+(`pip install '.[bench]'`) is optional: without it the PyTorch columns are empty.
 """
 
 import argparse
