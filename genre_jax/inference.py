@@ -63,6 +63,16 @@ def eval_step(model: nnx.Module, batch: dict[str, jax.Array],
   return jax.nn.sigmoid(out), loss * batch['mask'].sum()
 
 
+def _row_batches(tokens: np.ndarray, lengths: np.ndarray, labels: np.ndarray, batch_size: int,
+                 bucket_widths: list[int] | None):
+  """Every row once, in order within buckets (no shuffling), for scoring; padded final batches."""
+  n = len(tokens)
+  arrays = batching.SplitArrays(ids=[''] * n, texts=[''] * n, tokens=tokens, lengths=lengths,
+                                labels=labels)
+  return batching.batches(arrays, batch_size, shuffle=False, seed=0, epoch=0,
+                          bucket_by_length=bucket_widths is not None, widths=bucket_widths)
+
+
 @nnx.jit
 def _features_step(model: nnx.Module, batch: dict[str, jax.Array]) -> jax.Array:
   return model.features(batch['tokens'], batch['lengths'])
@@ -79,11 +89,9 @@ def encode_features(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray, 
   """
   model.eval()
   n = len(tokens)
-  arrays = batching.SplitArrays(ids=[''] * n, texts=[''] * n, tokens=tokens, lengths=lengths,
-                                labels=np.zeros((n, 1), np.float32))
   out = None
-  for batch in batching.batches(arrays, batch_size, shuffle=False, seed=0, epoch=0,
-                                bucket_by_length=bucket_widths is not None, widths=bucket_widths):
+  for batch in _row_batches(tokens, lengths, np.zeros((n, 1), np.float32), batch_size,
+                            bucket_widths):
     f = np.asarray(_features_step(model, parallel.shard_batch(
         {k: batch[k] for k in ('tokens', 'lengths')}, mesh)))
     if out is None:
@@ -125,12 +133,9 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
   """
   model.eval()
   n = len(tokens)
-  arrays = batching.SplitArrays(ids=[str(i) for i in range(n)], texts=[''] * n, tokens=tokens,
-                                lengths=lengths, labels=labels)
   probs = np.zeros(labels.shape, np.float32)
   total = 0.0
-  for batch in batching.batches(arrays, batch_size, shuffle=False, seed=0, epoch=0,
-                                bucket_by_length=bucket_widths is not None, widths=bucket_widths):
+  for batch in _row_batches(tokens, lengths, labels, batch_size, bucket_widths):
     inputs = (feature_batch(features, batch) if features is not None else
               {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')})
     p, loss_sum = eval_step(model, parallel.shard_batch(inputs, mesh), pos_weight)
