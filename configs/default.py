@@ -47,6 +47,7 @@ def get_config():
   model.conv_activation = 'relu'
   model.pooling = 'max'  # max | average | last: pooling over time (cnn; lstm outputs).
   model.conv_pool_size = 0  # cnn_lstm: width of an optional average pooling before the LSTM.
+  model.conv_skip = False  # cnn_lstm: also pool the conv features into the head (skip the LSTM).
   model.lstm_hidden = 128
   model.lstm_layers = 1
   model.bidirectional = False

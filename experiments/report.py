@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments import search
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
 BASELINES = (('top_k', 'Always predict the top-k genres'),
@@ -477,20 +479,31 @@ def _targets(summary) -> list[str]:
 def _search_section(search_results) -> list[str]:
   if not search_results:
     return ['No search results (experiments/search_results.json) yet.']
+  seeds = ', '.join(map(str, search.CONFIRM_SEEDS))
   lines = []
   for arch, trials in search_results.items():
     if not trials:
       continue
-    best = max(trials, key=lambda r: r['validation_micro_f1'])
-    seconds = sum(r.get('wall_seconds', r['train_seconds']) for r in trials)
+    best = search.best_record(trials)
+    seconds = sum(r.get('wall_seconds', r['train_seconds']) + r.get('confirm_wall_seconds', 0)
+                  for r in trials)
+    confirmed = sum(search.mean_validation(r) is not None for r in trials)
+    rule = (f'the best mean over seeds 0, {seeds} of the {confirmed} confirmed trials'
+            if confirmed else 'the best seed-0 validation micro-F1')
     lines += [f'### {arch}: {len(trials)} trials, {seconds / 60:.1f} min of wall time',
-              '', '| trial | validation micro-F1 | best epoch / run | train s | settings |',
-              '|---|---|---|---|---|']
+              '', f'Winner (**best**): {rule}.', '',
+              f'| trial | validation micro-F1 (seed 0) | seeds {seeds} | mean of 3 | '
+              'best epoch / run | train s | settings |',
+              '|---|---|---|---|---|---|---|']
     for r in trials:
       params = ', '.join(f'{k.split(".")[-1]}={v:.3g}' if isinstance(v, float) else
                          f'{k.split(".")[-1]}={v}' for k, v in r['params'].items())
       mark = ' **(best)**' if r is best else ''
-      lines.append(f'| {r["trial"]}{mark} | {r["validation_micro_f1"]:.4f} | '
+      mean = search.mean_validation(r)
+      others = ', '.join(f'{r["confirm"][str(s)]:.4f}' for s in search.CONFIRM_SEEDS
+                         if str(s) in r.get('confirm', {})) or '–'
+      lines.append(f'| {r["trial"]}{mark} | {r["validation_micro_f1"]:.4f} | {others} | '
+                   f'{"–" if mean is None else f"{mean:.4f}"} | '
                    f'{r["best_epoch"]} / {r["epochs_run"]} | {r["train_seconds"]:.0f} | '
                    f'{params} |')
     lines.append('')
@@ -588,10 +601,11 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
     if analysis:
       md += ['## Where the models fail', ''] + analysis + ['']
   md += ['## Hyperparameter search (validation split only)', '',
-         'Command: `python -m experiments.search --arch ARCH --trials N [--timeout MIN]` (Optuna '
-         'TPE after hand-picked first trials; training seed 0; objective: best validation '
-         'micro-F1 at the validation-tuned threshold; the trainer\'s test numbers are never '
-         'read). Every finished trial is listed; "train s" is the training loop on the machine '
+         'Command: `python -m experiments.search --arch ARCH --trials N [--timeout MIN] '
+         '[--confirm K]` (Optuna TPE after hand-picked first trials; training seed 0; objective: '
+         'best validation micro-F1 at the validation-tuned threshold; `--confirm K` retrains the '
+         'K best trials with seeds 1 and 2, and the winner is the best confirmed mean; the '
+         'trainer\'s test numbers are never read). Every finished trial is listed; "train s" is the training loop on the machine '
          'as it was then (see the discussion for the exact commands and the machine load).', '']
   md += _search_section(search_results)
   discussion = out / 'discussion.md'

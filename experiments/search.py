@@ -12,9 +12,15 @@ trial at a time (the machine has 2 cores). Trials already in `experiments/search
 are replayed into the study first, so an interrupted search resumes where it stopped. The first
 trials of each architecture are hand-picked (`START[arch]`); TPE proposes the rest.
 
+One seed's validation score is noisy (the seeds of one setting differ by about 0.01), so
+`--confirm K` retrains the K best trials (by seed-0 validation micro-F1) with seeds 1 and 2.
+The winner (`best_params`) is the confirmed trial with the highest mean validation micro-F1 over
+seeds 0, 1 and 2; without confirmed trials, the best seed-0 trial.
+
 Run (the budget used for the shipped configs is in experiments/RESULTS.md):
   python -m experiments.search --arch cnn --trials 6
   python -m experiments.search --arch lstm --trials 3 --timeout 15
+  python -m experiments.search --arch lstm --trials 14 --confirm 3
 """
 
 from __future__ import annotations
@@ -106,6 +112,32 @@ _CNN_LSTM_R3 = {**_ROUND1_BEST['cnn_lstm'], 'num_epochs': 8, 'model.embed_dropou
 START['cnn_lstm'] += [{**_CNN_LSTM_R3, 'model.conv_pool_size': 0},
                       {**_CNN_LSTM_R3, 'model.conv_pool_size': 0, 'model.lstm_hidden': 128}]
 
+# Round 5 (session 4): a local grid around the tuned settings, one change at a time, because the
+# tuned LSTM (0.578) and CNN->LSTM (0.565) missed 0.58 on the test split over three seeds while
+# their seed-0 validation scores were above it. For the CNN->LSTM also a skip connection around
+# the LSTM (`conv_skip`), and fewer epochs with it (the CNN, which it then contains, is best at 4).
+_LSTM_R3 = {**_ROUND1_BEST['lstm'], 'num_epochs': 5, 'model.embed_dropout': 0.0,
+            'model.word_dropout': 0.3}
+START['lstm'] += [
+    {**_LSTM_R3, 'model.lstm_hidden': 128},
+    {**_LSTM_R3, 'model.word_dropout': 0.4},
+    {**_LSTM_R3, 'model.pooling': 'max'},
+    {**_LSTM_R3, 'num_epochs': 6, 'learning_rate': 3e-3},
+    {**_LSTM_R3, 'batch_size': 64, 'learning_rate': 8e-3},
+    {**_LSTM_R3, 'data.vocab_size': 10000},
+    {**_LSTM_R3, 'model.embed_dim': 64},
+    {**_LSTM_R3, 'model.dropout': 0.3},
+]
+START['cnn_lstm'] += [
+    {**_CNN_LSTM_R3, 'model.conv_skip': True},
+    {**_CNN_LSTM_R3, 'model.conv_skip': True, 'num_epochs': 5},
+    {**_CNN_LSTM_R3, 'model.lstm_hidden': 128},
+    {**_CNN_LSTM_R3, 'model.word_dropout': 0.4},
+    {**_CNN_LSTM_R3, 'model.conv_kernel_sizes': '1,2,3'},
+    {**_CNN_LSTM_R3, 'model.conv_skip': True, 'model.pooling': 'max'},
+]
+CONFIRM_SEEDS = (1, 2)
+
 
 def _pending_starts(arch: str, done: list[dict]) -> list[dict[str, Any]]:
   """Hand-picked trials not run yet (a finished trial matches when it has all their values)."""
@@ -139,6 +171,7 @@ def space(trial, arch: str) -> dict[str, Any]:
     p['model.lstm_hidden'] = trial.suggest_categorical('model.lstm_hidden', [32, 64, 128])
   if arch == 'cnn_lstm':
     p['model.conv_pool_size'] = trial.suggest_categorical('model.conv_pool_size', [0, 2])
+    p['model.conv_skip'] = trial.suggest_categorical('model.conv_skip', [False, True])
   pools = {'cnn': ['max', 'average'], 'lstm': ['max', 'average', 'last'],
            'cnn_lstm': ['max', 'average', 'last']}[arch]
   p['model.pooling'] = trial.suggest_categorical('model.pooling', pools)
@@ -230,9 +263,50 @@ def search(arch: str, trials: int, timeout_minutes: float | None, workroot: path
   return results
 
 
+def confirm(arch: str, top: int, workroot: pathlib.Path) -> dict[str, list[dict]]:
+  """Retrains the `top` best seed-0 trials with `CONFIRM_SEEDS`; stores their validation scores
+  in each record's `confirm` (seed -> validation micro-F1). Resumes: seeds already run are kept."""
+  results = load_results()
+  done = results.get(arch, [])
+  for record in sorted(done, key=lambda r: r['validation_micro_f1'], reverse=True)[:top]:
+    scores = record.setdefault('confirm', {})
+    for seed in CONFIRM_SEEDS:
+      if str(seed) in scores:
+        continue
+      print(f'== confirm {arch}: trial {record["trial"]} (seed 0: '
+            f'{record["validation_micro_f1"]:.4f}) with seed {seed}', flush=True)
+      run = run_trial(arch, {**record['params'], 'seed': seed},
+                      workroot / arch / f'trial{record["trial"]}_seed{seed}')
+      scores[str(seed)] = run['validation_micro_f1']
+      record.setdefault('confirm_wall_seconds', 0.0)
+      record['confirm_wall_seconds'] += run['wall_seconds']
+      RESULTS.write_text(json.dumps(results, indent=1))
+    print(f'== confirm {arch}: trial {record["trial"]}: mean validation micro-F1 over seeds '
+          f'0, {", ".join(map(str, CONFIRM_SEEDS))}: {mean_validation(record):.4f}', flush=True)
+  return results
+
+
+def mean_validation(record: dict) -> float | None:
+  """Mean validation micro-F1 over seed 0 and `CONFIRM_SEEDS`, or None if not confirmed."""
+  scores = record.get('confirm', {})
+  if not all(str(seed) in scores for seed in CONFIRM_SEEDS):
+    return None
+  values = [record['validation_micro_f1']] + [scores[str(seed)] for seed in CONFIRM_SEEDS]
+  return sum(values) / len(values)
+
+
+def best_record(trials: list[dict]) -> dict:
+  """The confirmed trial with the best mean validation micro-F1 over three seeds; without
+  confirmed trials, the trial with the best seed-0 validation micro-F1."""
+  confirmed = [r for r in trials if mean_validation(r) is not None]
+  if confirmed:
+    return max(confirmed, key=mean_validation)
+  return max(trials, key=lambda r: r['validation_micro_f1'])
+
+
 def best_params(arch: str, results: dict | None = None) -> dict[str, Any]:
   results = load_results() if results is None else results
-  return max(results[arch], key=lambda r: r['validation_micro_f1'])['params']
+  return best_record(results[arch])['params']
 
 
 def main(argv=None):
@@ -242,12 +316,16 @@ def main(argv=None):
                       help='total trials per architecture, finished ones included')
   parser.add_argument('--timeout', type=float, default=None,
                       help='minutes per architecture for new trials (checked between trials)')
+  parser.add_argument('--confirm', type=int, default=0, metavar='K',
+                      help='then retrain the K best seed-0 trials with seeds 1 and 2')
   parser.add_argument('--workroot', default='runs/search')
   args = parser.parse_args(argv)
   from genre_jax import inference
   inference.enable_compilation_cache()
   for arch in args.arch:
     results = search(arch, args.trials, args.timeout, pathlib.Path(args.workroot))
+    if args.confirm:
+      results = confirm(arch, args.confirm, pathlib.Path(args.workroot))
     if results.get(arch):
       print(f'best {arch} settings (validation): {best_params(arch, results)}', flush=True)
 

@@ -10,7 +10,9 @@ name:
   `max` / `average` of the outputs over the real positions.
 * `cnn`: embedding -> Conv1D (several widths) -> pooling over time -> [dense] -> dropout -> logits.
 * `cnn_lstm`: embedding -> Conv1D -> optional average pooling of width `conv_pool_size` (lengths
-  shrink accordingly) -> LSTM over the convolved sequence -> summary as for `lstm` -> head.
+  shrink accordingly) -> LSTM over the convolved sequence -> summary as for `lstm` -> head. With
+  `conv_skip`, the convolution's features are also pooled over time (`pooling`; `max` when it is
+  `last`) and concatenated with the LSTM's summary: a skip connection around the LSTM.
 * `pretrained`: registered by `genre_jax.pretrained`, imported on first use (it needs optional
   dependencies).
 
@@ -22,6 +24,7 @@ from collections.abc import Callable
 import importlib
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 import ml_collections
 
@@ -133,9 +136,11 @@ class LSTMClassifier(nnx.Module):
     else:
       self.conv = None
     self.conv_pool_size = int(cfg.conv_pool_size) if conv else 0
+    self.conv_skip = bool(conv and cfg.get('conv_skip', False))
     self.lstm = layers.LSTM(features, cfg.lstm_hidden, num_layers=cfg.lstm_layers,
                             bidirectional=cfg.bidirectional, rngs=rngs)
-    self.head = layers.Head(self.lstm.out_features, num_labels, dense_size=cfg.dense_size,
+    summary_features = self.lstm.out_features + (features if self.conv_skip else 0)
+    self.head = layers.Head(summary_features, num_labels, dense_size=cfg.dense_size,
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
 
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -158,6 +163,10 @@ class LSTMClassifier(nnx.Module):
       summary = final
     else:
       summary = layers.pool_over_time(outputs, lengths, self.pooling)
+    if self.conv_skip:  # [B, lstm features + conv features]
+      skip_pooling = 'max' if self.pooling == 'last' else self.pooling
+      summary = jnp.concatenate(
+          [summary, layers.pool_over_time(x, lengths, skip_pooling)], axis=-1)
     return self.head(summary)
 
 

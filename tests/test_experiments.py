@@ -73,9 +73,13 @@ def test_report_on_synthetic_runs(tmp_path):
     np.savez(path / 'test_predictions.npz', labels=labels, pred=rng.integers(0, 2, (40, 3)),
              probs=rng.random((40, 3)), n_words=rng.integers(5, 120, 40),
              classes=np.array(['Action', 'Drama', 'Horror']), ids=np.arange(40).astype(str))
+  trial = {'best_epoch': 2, 'epochs_run': 3, 'train_seconds': 30.0}
   (out / 'search_results.json').write_text(json.dumps({'cnn': [
-      {'trial': 0, 'params': {'learning_rate': 0.003}, 'validation_micro_f1': 0.55,
-       'best_epoch': 2, 'epochs_run': 3, 'train_seconds': 30.0}]}))
+      {**trial, 'trial': 0, 'params': {'learning_rate': 0.003}, 'validation_micro_f1': 0.55},
+      {**trial, 'trial': 1, 'params': {'learning_rate': 0.005}, 'validation_micro_f1': 0.56,
+       'confirm': {'1': 0.50, '2': 0.52}},
+      {**trial, 'trial': 2, 'params': {'learning_rate': 0.001}, 'validation_micro_f1': 0.54,
+       'confirm': {'1': 0.54, '2': 0.55}}]}))
   summary = report.write_results(runs, out)
 
   assert summary['complete'] is False  # Only one row has seeds.
@@ -89,6 +93,9 @@ def test_report_on_synthetic_runs(tmp_path):
   assert 'NOT reached' in text  # 0.57 < 0.60 (TF-IDF) and < 0.58.
   assert 'Seed LSTM | missing' in text
   assert '## Where the models fail' in text and '| 21–40 words |' in text
+  # The search winner is the best confirmed 3-seed mean (trial 2), not the best seed-0 trial.
+  assert '| 2 **(best)** | 0.5400 | 0.5400, 0.5500 | 0.5433 |' in text
+  assert '| 1 | 0.5600 | 0.5000, 0.5200 | 0.5267 |' in text
   for figure in ('curves.png', 'per_genre_f1.png', 'confusion_matrices.png'):
     assert (out / 'figures' / figure).stat().st_size > 1000
     assert f'figures/{figure}' in text

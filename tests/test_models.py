@@ -62,6 +62,9 @@ ARCHITECTURES = {
   'cnn_lstm/max/bi/pool-3/widths-2-3': _tiny('cnn_lstm', pooling='max', bidirectional=True,
                                              conv_pool_size=3, conv_kernel_sizes=(2, 3)),
   'cnn_lstm/average/bi': _tiny('cnn_lstm', pooling='average', bidirectional=True),
+  'cnn_lstm/average/bi/pool-2/skip': _tiny('cnn_lstm', pooling='average', bidirectional=True,
+                                          conv_pool_size=2, conv_skip=True),
+  'cnn_lstm/last/skip': _tiny('cnn_lstm', pooling='last', conv_skip=True),
   'cnn/word-dropout': _tiny('cnn', pooling='average', word_dropout=0.3, embed_dropout=0.2),
 }
 
@@ -120,6 +123,7 @@ def test_train_step_changes_every_parameter_and_dropout_is_active():
     _build(_tiny('lstm', bidirectional=True, embed_dropout=0.1)),
     _build(_tiny('cnn', conv_kernel_sizes=(2, 3), word_dropout=0.2)),
     _build(_tiny('cnn_lstm', conv_pool_size=2)),
+    _build(_tiny('cnn_lstm', conv_pool_size=2, conv_skip=True, bidirectional=True)),
   ])
   batch.train()
   optimizer = nnx.Optimizer(batch, optax.adam(1e-2), wrt=nnx.Param)
@@ -137,9 +141,30 @@ def test_train_step_changes_every_parameter_and_dropout_is_active():
   ]
   assert len(jax.tree_util.tree_leaves(before)) > 20
   assert not unchanged, f'parameters not updated: {unchanged}'
-  for name, (first, second) in zip(('lstm', 'cnn', 'cnn_lstm'), probes):
+  for name, (first, second) in zip(('lstm', 'cnn', 'cnn_lstm', 'cnn_lstm/skip'), probes):
     assert first.shape == (B, G)
     assert not np.allclose(first, second), f'{name}: no dropout in training mode'
+
+
+def test_conv_skip_feeds_pooled_conv_features_to_the_head():
+  """With conv_skip, the head sees [LSTM summary, pooled conv features]; the LSTM is still used."""
+  cfg = _tiny('cnn_lstm', pooling='max', bidirectional=True, conv_kernel_sizes=(2, 3),
+              conv_skip=True, dense_size=0, dropout=0.0)
+  model = _build(cfg)
+  assert model.head.logits.in_features == model.lstm.out_features + model.conv.out_features == 8 + 8
+  assert _build(_tiny('cnn_lstm')).conv_skip is False
+  assert _build(_tiny('lstm', conv_skip=True)).conv_skip is False  # No convolution to skip.
+  model.eval()
+  tokens, lengths = _tokens(), jnp.asarray(LENGTHS)
+  conv = model.conv(model.embed(tokens), lengths)
+  pooled = np.asarray(jnp.max(jnp.where(np.arange(L)[None, :, None] < LENGTHS[:, None, None],
+                                        conv, -jnp.inf), axis=1))
+  outputs, _ = model.lstm(conv, lengths)
+  summary = np.asarray(jnp.max(jnp.where(np.arange(L)[None, :, None] < LENGTHS[:, None, None],
+                                         outputs, -jnp.inf), axis=1))
+  expected = np.concatenate([summary, pooled], axis=1) @ np.asarray(model.head.logits.kernel[...])
+  expected += np.asarray(model.head.logits.bias[...])
+  np.testing.assert_allclose(model(tokens, lengths), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_word_dropout_drops_whole_tokens():
