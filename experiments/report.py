@@ -44,16 +44,19 @@ EXTRA_ROWS = (
 )
 # Ensembles (`python -m genre_jax.ensemble`: mean probabilities, threshold tuned on validation)
 # of the same seed's runs of the rows named, built by `experiments.reproduce` once those exist:
-# (name, table label, member rows). Fixed in advance, not picked on test.
+# (run name, table label, member rows, weights: 'equal', or 'tuned' on validation). Fixed in
+# advance, not picked on test.
 ENSEMBLES = (
-    ('ensemble', 'Ensemble: tuned LSTM + CNN + CNN→LSTM', ('lstm', 'cnn', 'cnn_lstm')),
+    ('ensemble', 'Ensemble: tuned LSTM + CNN + CNN→LSTM', ('lstm', 'cnn', 'cnn_lstm'), 'equal'),
     ('ensemble_minilm', 'Ensemble: tuned LSTM + CNN + CNN→LSTM + fine-tuned MiniLM',
-     ('lstm', 'cnn', 'cnn_lstm', 'minilm')),
+     ('lstm', 'cnn', 'cnn_lstm', 'minilm'), 'equal'),
+    ('ensemble_minilm_weighted', 'Ensemble, weights tuned on validation: tuned LSTM + CNN + '
+     'CNN→LSTM + fine-tuned MiniLM', ('lstm', 'cnn', 'cnn_lstm', 'minilm'), 'tuned'),
 )
-ENSEMBLE_ROWS = tuple((name, label, None) for name, label, _ in ENSEMBLES)
+ENSEMBLE_ROWS = tuple((name, label, None) for name, label, _, _ in ENSEMBLES)
 # Not part of the default reproduction: the pretrained rows and the ensembles that use them.
 OPTIONAL = frozenset({r for r, _, _ in EXTRA_ROWS} | {
-    name for name, _, members in ENSEMBLES if set(members) & {r for r, _, _ in EXTRA_ROWS}})
+    name for name, _, members, _ in ENSEMBLES if set(members) & {r for r, _, _ in EXTRA_ROWS}})
 TRAINED_ROWS = ROWS + EXTRA_ROWS  # Rows trained from a config file.
 ALL_ROWS = TRAINED_ROWS + ENSEMBLE_ROWS
 FROM_SCRATCH = tuple(r for r, _, _ in ROWS)
@@ -476,6 +479,21 @@ def _targets(summary) -> list[str]:
   return lines + _minilm_target(summary)
 
 
+def _weights_lines(runs_data) -> list[str]:
+  """The member weights each validation-tuned ensemble chose, per seed."""
+  lines = []
+  for name, label, members, weights in ENSEMBLES:
+    seeds = runs_data['rows'].get(name, {})
+    if weights != 'tuned' or not seeds:
+      continue
+    chosen = '; '.join(f'seed {s}: ' + ', '.join(
+        f'{m} {w:.1f}' for m, w in zip(members, seeds[s].get('weights') or []))
+        for s in sorted(seeds))
+    lines += [f'{label}: member weights chosen on validation (grid step 0.1 on the simplex, '
+              f'with the threshold) — {chosen}.', '']
+  return lines
+
+
 def _search_section(search_results) -> list[str]:
   if not search_results:
     return ['No search results (experiments/search_results.json) yet.']
@@ -575,6 +593,7 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
              summary, 'test', True) + ['', '## Test metrics at threshold 0.5', ''] + _table(
              summary, 'test_at_0.5', False)
   md += [''] + _minilm_section(runs_data, machine)
+  md += _weights_lines(runs_data)
   md += ['Baseline choices (on validation): ' + '; '.join(
       f'{n}: {summary["baselines"][n]["chosen"]}' for n, _ in BASELINES
       if n in summary['baselines']), '']

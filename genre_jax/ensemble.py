@@ -2,14 +2,17 @@
 
   python -m genre_jax.ensemble --workdir runs/ens --members runs/cnn runs/lstm runs/cnn_lstm
   python -m genre_jax.ensemble --workdir runs/ens --members runs/cnn,runs/minilm --per_genre
+  python -m genre_jax.ensemble --workdir runs/ens --members runs/cnn runs/minilm --weights tuned
 
 Members must share the label set, the data split and the data source; each keeps its own
 tokenizer and max_length, so word-level and pretrained (WordPiece) runs can be mixed. Each member's
 `best/` checkpoint, `thresholds.json`, `config.json` and `report.json` are copied into
 `WORKDIR/members/<k>-<name>/`, so the ensemble keeps working when the member workdirs are deleted
 (a pretrained member still reads its base checkpoint, `model.pretrained_path`, when loaded).
-The threshold is tuned on validation (`at_least_one` as in the first member's config), the test
-split scored once, and `WORKDIR/thresholds.json`, `WORKDIR/report.json` (the trainer's keys, plus
+The members' probabilities are averaged with equal weights, or (`--weights tuned`) with the weights
+of a grid on the simplex (steps of `WEIGHT_STEP`) that give the best validation micro-F1, each at
+its own validation-tuned threshold. The threshold is tuned on validation (`at_least_one` as in the
+first member's config), the test split scored once, and `WORKDIR/thresholds.json`, `WORKDIR/report.json` (the trainer's keys, plus
 `members`) and `WORKDIR/ensemble.json` are written. Then:
 
   python -m genre_jax.evaluate --workdir runs/ens
@@ -18,6 +21,7 @@ split scored once, and `WORKDIR/thresholds.json`, `WORKDIR/report.json` (the tra
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 import shutil
@@ -26,19 +30,57 @@ from typing import Any
 from absl import app
 from absl import flags
 from absl import logging
+import numpy as np
 
 from genre_jax import errors
+from genre_jax import thresholds as thresholds_lib
 from genre_jax.errors import GenreJaxError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for the ensemble (its members are copied in).')
 flags.DEFINE_list('members', None, 'Workdirs of trained runs, separated by spaces or commas.')
 flags.DEFINE_bool('per_genre', False, 'Also tune one threshold per genre on validation.')
+flags.DEFINE_enum('weights', 'equal', ['equal', 'tuned'],
+                  'Members\' weights: equal, or tuned on validation (a grid on the simplex).')
 flags.mark_flags_as_required(['workdir', 'members'])
 
 MEMBERS_DIR = 'members'
 # What `inference.load_run` needs of a member (best/), and what documents it.
 MEMBER_FILES = ('thresholds.json', 'config.json', 'report.json')
+WEIGHT_STEP = 0.1  # --weights tuned: the grid spacing on the simplex.
+
+
+def weight_grid(num_members: int, step: float = WEIGHT_STEP) -> np.ndarray:
+  """`[K, num_members]`: every weight vector with entries in multiples of `step` summing to 1,
+  equal weights first (they win ties, as the default)."""
+  n = round(1 / step)
+  grid = [np.full(num_members, 1 / num_members)]
+  grid += [np.array(c) / n for c in itertools.product(range(n + 1), repeat=num_members)
+           if sum(c) == n]
+  return np.stack(grid)
+
+
+def tune_weights(y_val: np.ndarray, member_probs: list[np.ndarray], *,
+                 at_least_one: bool) -> tuple[np.ndarray, float]:
+  """The grid weights with the best validation micro-F1 (at each one's best global threshold).
+
+  Args:
+    y_val: `[n, G]` validation labels.
+    member_probs: each member's `[n, G]` validation probabilities.
+    at_least_one: as the thresholds will be applied.
+
+  Returns:
+    (weights `[members]`, their validation micro-F1).
+  """
+  stacked = np.stack(member_probs)  # [M, n, G]
+  best, best_f1 = None, -1.0
+  for w in weight_grid(len(member_probs)):
+    probs = np.tensordot(w, stacked, axes=1)
+    f1 = float(thresholds_lib.micro_f1_curve(y_val, probs, thresholds_lib.DEFAULT_GRID,
+                                             at_least_one).max())
+    if f1 > best_f1 + 1e-12:
+      best, best_f1 = w, f1
+  return best, best_f1
 
 
 def check_count(members: list[str]) -> None:
@@ -89,16 +131,19 @@ def _member_report(run) -> dict[str, Any]:
 
 
 def build(workdir: str | pathlib.Path, members: list[str], *,
-          per_genre: bool = False) -> dict[str, Any]:
+          per_genre: bool = False, weights: str = 'equal') -> dict[str, Any]:
   """Builds the ensemble in `workdir` from member workdirs; returns the report it writes.
 
   Args:
     workdir: the ensemble's directory (created; an earlier ensemble there is replaced).
     members: two or more workdirs of trained runs (each with a `best/` checkpoint).
     per_genre: also tune per-genre thresholds on validation.
+    weights: 'equal', or 'tuned' on validation (`tune_weights`).
   """
+  if weights not in ('equal', 'tuned'):
+    raise GenreJaxError(f'weights must be equal or tuned, got {weights!r}.')
   import jax
-  from genre_jax import inference, models, trainer
+  from genre_jax import inference, losses, models, trainer
 
   check_count(members)
   workdir = pathlib.Path(workdir).resolve()
@@ -120,14 +165,23 @@ def build(workdir: str | pathlib.Path, members: list[str], *,
   for f in (inference.ENSEMBLE_FILE, inference.THRESHOLDS_FILE, trainer.REPORT_FILE):
     (workdir / f).unlink(missing_ok=True)  # An earlier ensemble here is rebuilt.
   entries = copy_members(workdir, sources)
-  trainer.write_json(workdir / inference.ENSEMBLE_FILE,
-                      {'combination': 'mean', 'members': entries})
+  spec = {'combination': 'mean', 'members': entries}
+  trainer.write_json(workdir / inference.ENSEMBLE_FILE, spec)
   ens = inference.load_run(workdir)  # From the copies: checks that they are complete.
 
   data = ens.load_data()
   val, test = data.arrays['validation'], data.arrays['test']
   classes = list(ens.labels.classes)
-  val_probs, val_loss = ens.probs_and_loss(val.texts, val.labels)
+  member_val = ens.member_probs(val.texts, val.labels)
+  if weights == 'tuned':
+    w, f1 = tune_weights(val.labels, member_val, at_least_one=ens.config.threshold.at_least_one)
+    spec.update(combination='weighted_mean', weights=[round(float(x), 6) for x in w],
+                weights_validation_micro_f1=f1)
+    trainer.write_json(workdir / inference.ENSEMBLE_FILE, spec)
+    ens.weights = np.asarray(spec['weights'])
+    print(f'weights tuned on validation: {spec["weights"]} (micro-F1 {f1:.4f})', flush=True)
+  val_probs = ens.combine(member_val)
+  val_loss = losses.binary_cross_entropy(val_probs, val.labels)
   thr = trainer.tune_thresholds(val.labels, val_probs, classes,
                                 at_least_one=ens.config.threshold.at_least_one,
                                 per_genre=per_genre)
@@ -149,7 +203,7 @@ def build(workdir: str | pathlib.Path, members: list[str], *,
   } for e, m, r in zip(entries, ens.members, reports)]
   report = {
       'model': 'ensemble', 'seed': seeds.pop() if len(seeds) == 1 else None,
-      'members': member_info, 'workdir': str(workdir),
+      'members': member_info, 'weights': spec.get('weights'), 'workdir': str(workdir),
       'devices': [str(d) for d in jax.devices()],
       'data': {**data.report, 'split_sizes': {k: len(v.lengths) for k, v in data.arrays.items()}},
       'epochs_run': None, 'best_epoch': None,
@@ -174,7 +228,7 @@ def main(argv):
   check_count(members)
   from genre_jax import inference  # After flag parsing: fast --help and argument errors.
   inference.enable_compilation_cache()
-  build(FLAGS.workdir, members, per_genre=FLAGS.per_genre)
+  build(FLAGS.workdir, members, per_genre=FLAGS.per_genre, weights=FLAGS.weights)
 
 
 if __name__ == '__main__':

@@ -201,7 +201,9 @@ class Run:
 
 @dataclasses.dataclass
 class Ensemble:
-  """Several compatible runs whose probabilities are averaged (arithmetic mean).
+  """Several compatible runs whose probabilities are averaged (arithmetic mean, or a weighted
+  mean with `weights` [members] summing to 1, as `python -m genre_jax.ensemble --weights tuned`
+  chooses them on validation).
 
   Each member turns raw texts into ids with its own tokenizer and max_length, so members may use
   different vocabularies. Config, labels, split and mesh are the first member's (all members share
@@ -211,6 +213,7 @@ class Ensemble:
   members: list[Run]
   thresholds: dict[str, Any]
   meta: dict[str, Any]  # 'split' (record ids), 'members' and 'combination' from ensemble.json.
+  weights: np.ndarray | None = None  # [members]; None: equal weights.
 
   @property
   def config(self) -> ml_collections.ConfigDict:
@@ -229,13 +232,21 @@ class Ensemble:
     """The tuned threshold(s) in use: per-genre [G] when tuned, else the global float."""
     return _threshold_in_use(self.thresholds)
 
+  def combine(self, member_probs: list[np.ndarray]) -> np.ndarray:
+    """[n, G]: the (weighted) mean of the members' probabilities, each [n, G]."""
+    return np.average(np.stack(member_probs), axis=0, weights=self.weights).astype(np.float32)
+
   def probs(self, texts: list[str]) -> np.ndarray:
-    """[n, G] float32: the mean of the members' probabilities for raw texts."""
-    return np.mean([m.probs(texts) for m in self.members], axis=0)
+    """[n, G] float32: the combined members' probabilities for raw texts."""
+    return self.combine([m.probs(texts) for m in self.members])
+
+  def member_probs(self, texts: list[str], labels: np.ndarray) -> list[np.ndarray]:
+    """Each member's probabilities [n, G] for raw texts (labels [n, G] for their losses)."""
+    return [m.probs_and_loss(texts, labels)[0] for m in self.members]
 
   def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
-    """Mean member probabilities [n, G] and their cross-entropy against labels [n, G]."""
-    probs = np.mean([m.probs_and_loss(texts, labels)[0] for m in self.members], axis=0)
+    """Combined member probabilities [n, G] and their cross-entropy against labels [n, G]."""
+    probs = self.combine(self.member_probs(texts, labels))
     return probs, losses.binary_cross_entropy(probs, labels)
 
   def load_data(self) -> pipeline.PreparedData:
@@ -338,7 +349,14 @@ def load_ensemble(workdir: str | pathlib.Path) -> Ensemble:
   check_compatible(members)
   meta = {'split': members[0].meta['split'], 'members': spec['members'],
           'combination': spec['combination']}
-  return Ensemble(workdir, members, _read_thresholds(workdir), meta)
+  weights = spec.get('weights')
+  if weights is not None:
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (len(members),) or weights.min() < 0 or not weights.sum() > 0:
+      raise GenreJaxError(f'{workdir / ENSEMBLE_FILE}: "weights" must be {len(members)} '
+                          f'non-negative numbers, not all zero; got {spec["weights"]}.')
+    weights = weights / weights.sum()
+  return Ensemble(workdir, members, _read_thresholds(workdir), meta, weights)
 
 
 def _read_thresholds(workdir: pathlib.Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from genre_jax import ensemble as ensemble_lib
 from genre_jax import evaluation
 from genre_jax import inference
 from genre_jax import losses
@@ -61,8 +62,9 @@ def test_report_has_the_trainer_keys(ensemble, members):
   workdir, proc = ensemble
   report = json.loads((workdir / 'report.json').read_text())
   member_reports = [json.loads((m / 'report.json').read_text()) for m in members]
-  assert set(report) == set(member_reports[0]) | {'members'}
+  assert set(report) == set(member_reports[0]) | {'members', 'weights'}
   assert report['model'] == 'ensemble' and report['seed'] is None  # Member seeds 0 and 1.
+  assert report['weights'] is None  # Equal weights.
   assert report['epochs_run'] is None and report['best_epoch'] is None
   assert [m['model'] for m in report['members']] == ['cnn', 'lstm']
   assert report['num_parameters'] == sum(r['num_parameters'] for r in member_reports)
@@ -138,3 +140,46 @@ def test_one_member_or_no_checkpoint_is_a_clear_error(members, tmp_path, extra_m
                     *others, check=False)
   assert proc.returncode == 2, proc.stderr
   assert needle in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_weight_grid_covers_the_simplex_with_equal_weights_first():
+  grid = ensemble_lib.weight_grid(3, step=0.5)
+  np.testing.assert_allclose(grid[0], [1 / 3] * 3)
+  assert {tuple(w) for w in grid[1:]} == {(0, 0, 1), (0, .5, .5), (0, 1, 0), (.5, 0, .5),
+                                           (.5, .5, 0), (1, 0, 0)}
+  grid = ensemble_lib.weight_grid(4)
+  assert grid.shape == (1 + 286, 4)  # C(13, 3) points of step 0.1, and equal weights.
+  np.testing.assert_allclose(grid.sum(axis=1), 1.0)
+  assert grid.min() >= 0
+
+
+def test_tuned_weights_favour_the_informative_member():
+  rng = np.random.default_rng(0)
+  y = (rng.random((300, 6)) < 0.3).astype(np.int32)
+  good = np.clip(0.6 * y + 0.4 * rng.random(y.shape), 0, 1)
+  noise = rng.random(y.shape)
+  w, f1 = ensemble_lib.tune_weights(y, [noise, good], at_least_one=False)
+  assert w[1] >= 0.8 and w.sum() == pytest.approx(1.0)
+  from genre_jax import thresholds as thresholds_lib
+  best = max(thresholds_lib.micro_f1_curve(y, np.tensordot(v, np.stack([noise, good]), axes=1),
+                                           thresholds_lib.DEFAULT_GRID, False).max()
+             for v in ensemble_lib.weight_grid(2))
+  assert f1 == pytest.approx(best)
+
+
+def test_tuned_weights_are_saved_and_used_by_the_loaded_ensemble(members, tmp_path):
+  workdir = tmp_path / 'weighted'
+  report = ensemble_lib.build(workdir, [str(m) for m in members], weights='tuned')
+  spec = json.loads((workdir / 'ensemble.json').read_text())
+  assert spec['combination'] == 'weighted_mean' and report['weights'] == spec['weights']
+  assert len(spec['weights']) == 2 and sum(spec['weights']) == pytest.approx(1.0)
+  ens = inference.load_run(workdir)
+  runs = [inference.load_run(m) for m in members]
+  expected = np.average([r.probs(TEXTS) for r in runs], axis=0, weights=spec['weights'])
+  np.testing.assert_allclose(ens.probs(TEXTS), expected, atol=1e-6)
+  result = evaluation.evaluate_test_split(ens)['summary']
+  assert result['micro_f1'] == pytest.approx(report['test']['micro_f1'], abs=1e-6)
+  spec['weights'] = [1.0, -1.0]
+  (workdir / 'ensemble.json').write_text(json.dumps(spec))
+  with pytest.raises(GenreJaxError, match='"weights" must be 2 non-negative numbers'):
+    inference.load_run(workdir)
