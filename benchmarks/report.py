@@ -60,6 +60,9 @@ def markdown(r):
             f'{r["mode"]["epoch_repeats"]} timed epochs after one step per batch width '
             '(compilation).',
             ]
+  lines.append('- genre_jax train step: ' + r.get(
+      'train_step', 'an `nnx.jit` call on the model and optimizer objects (the code before '
+      '`trainer.TrainStep`; these figures predate it)'))
   if r.get('note'):
     lines.append(f'- note: {r["note"]}')
   if m.get('gpus'):
@@ -149,7 +152,8 @@ def markdown(r):
                 'below, the span of the compiled XLA module is ' + ', '.join(
                     f'{ms:.2f} ms of the {step:.2f} ms `{c}` step' for c, _, ms, step in module)
                 + '; the rest of each step is spent outside it, in host-side dispatch (Python, '
-                '`nnx.jit` flattening the model and optimizer, the runtime).']
+                + ('`nnx.jit` flattening the model and optimizer, ' if 'train_step' not in r
+                   else '') + 'the runtime).']
   for row in r['rows']:
     for bs, s in row['jax']['steps'].items():
       if s.get('profile'):

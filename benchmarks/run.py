@@ -33,6 +33,8 @@ from benchmarks import report
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
 CONFIGS = ('seed_lstm', 'seed_cnn', 'seed_cnn_lstm', 'lstm', 'cnn', 'cnn_lstm')
+# How genre_jax runs a train step (recorded with the results; earlier files have none).
+TRAIN_STEP = 'trainer.TrainStep: one jax.jit call on the split state of model and optimizer'
 SYNOPSIS = ('A retired hitman is pulled back into the criminal underworld when a gang kills the '
             'dog his late wife left him.')
 
@@ -210,7 +212,8 @@ def main(argv=None):
   results = {'command': command.strip(), 'quick': args.quick, 'mode': mode,
              'started': datetime.datetime.now().isoformat(timespec='seconds'),
              'loadavg_start': os.getloadavg(), 'machine': machine_info(),
-             'torch_available': torch_ok, 'backend': backend, 'rows': []}
+             'torch_available': torch_ok, 'backend': backend, 'train_step': TRAIN_STEP,
+             'rows': []}
   previous = None
   if args.append and pathlib.Path(args.json).exists():
     previous = json.loads(pathlib.Path(args.json).read_text())

@@ -130,20 +130,20 @@ def jax_train(spec):
 
   for bs in spec['batch_sizes']:
     model, optimizer = fresh()
-    step = trainer.make_train_step(nnx.Param)
+    step = trainer.TrainStep(model, optimizer, nnx.Param)
     batches = [parallel.shard_batch(b, mesh) for b in fixed_batches(data, bs, 8)]
     t = time.perf_counter()
-    jax.block_until_ready(step(model, optimizer, batches[0], None))
+    jax.block_until_ready(step(batches[0], None))
     first = time.perf_counter() - t
     for i in range(spec['warmup']):
-      step(model, optimizer, batches[i % 8], None)
-    jax.block_until_ready(step(model, optimizer, batches[0], None))
+      step(batches[i % 8], None)
+    jax.block_until_ready(step(batches[0], None))
     counter = [0]
 
     def run_steps(k):
       loss = None
       for _ in range(k):
-        loss = step(model, optimizer, batches[counter[0] % 8], None)
+        loss = step(batches[counter[0] % 8], None)
         counter[0] += 1
       jax.block_until_ready(loss)
 
@@ -155,7 +155,7 @@ def jax_train(spec):
       row['flops_per_step'] = cnn_train_flops(config, bs, max_length)
       row['gflops'] = row['flops_per_step'] / med / 1e9
       if spec.get('trace_dir'):  # Where a CNN step's time goes, operation by operation.
-        row['profile'] = xla_profile(lambda: step(model, optimizer, batches[0], None),
+        row['profile'] = xla_profile(lambda: step(batches[0], None),
                                      f'{spec["trace_dir"]}_{bs}')
     out['steps'][str(bs)] = row
 
@@ -183,7 +183,7 @@ def jax_train(spec):
   # One end-to-end epoch with the real pipeline (bucketing per config), as trainer.py runs it.
   if spec.get('epoch', True):
     model, optimizer = fresh()
-    step = trainer.make_train_step(nnx.Param)
+    step = trainer.TrainStep(model, optimizer, nnx.Param)
     train = pipeline.SplitArrays(ids=[''] * len(data['lengths']), texts=[''] * len(data['lengths']),
                                  tokens=data['tokens'], lengths=data['lengths'],
                                  labels=data['labels'])
@@ -196,7 +196,7 @@ def jax_train(spec):
                                   epoch=0, bucket_by_length=widths is not None, widths=widths):
       if batch['tokens'].shape[1] not in seen_widths:
         seen_widths.add(batch['tokens'].shape[1])
-        jax.block_until_ready(step(model, optimizer, parallel.shard_batch(batch, mesh), None))
+        jax.block_until_ready(step(parallel.shard_batch(batch, mesh), None))
     epoch_times = []
     for epoch in range(1, spec['epoch_repeats'] + 1):
       t = time.perf_counter()
@@ -204,7 +204,7 @@ def jax_train(spec):
       for batch in batching.batches(train, config.batch_size, shuffle=True, seed=config.seed,
                                     epoch=epoch, bucket_by_length=widths is not None,
                                     widths=widths):
-        pending.append(step(model, optimizer, parallel.shard_batch(batch, mesh), None))
+        pending.append(step(parallel.shard_batch(batch, mesh), None))
         if len(pending) == 20:
           seen += [float(v) for v in pending]
           pending = []
@@ -242,10 +242,10 @@ def jax_breakdown(config, data, mesh, fresh, spec):
                                 batch['mask'])
     return nnx.value_and_grad(loss_fn)(model)
 
-  step = trainer.make_train_step(nnx.Param)
+  step = trainer.TrainStep(model, optimizer, nnx.Param)
   fns = {'forward': lambda: forward(model, batch),
          'forward_backward': lambda: forward_backward(model, batch),
-         'train_step': lambda: step(model, optimizer, batch, None)}
+         'train_step': lambda: step(batch, None)}
   out = {}
   for name, fn in fns.items():
     jax.block_until_ready(fn())
@@ -276,7 +276,7 @@ def jax_breakdown(config, data, mesh, fresh, spec):
   out['pipeline_ms_per_batch'] = (time.perf_counter() - t) / count * 1e3
   out['batch_size'] = bs
   if spec.get('trace_dir'):
-    out['profile'] = xla_profile(lambda: step(model, optimizer, batch, None), spec['trace_dir'])
+    out['profile'] = xla_profile(lambda: step(batch, None), spec['trace_dir'])
   return out
 
 

@@ -33,14 +33,14 @@ except GenreJaxError as e:
 model = inference.build_model(config, tok, len(labels.classes))
 optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, 10), wrt=nnx.Param)
 parallel.replicate(model, mesh); parallel.replicate(optimizer, mesh)
-step = trainer.make_train_step(nnx.Param)
 model.train()
+step = trainer.TrainStep(model, optimizer, nnx.Param)
 out = []
 for i in range(5):
   sl = slice(8 * i, 8 * i + 8)
   batch = {{'tokens': tokens[sl], 'lengths': lengths[sl], 'labels': y[sl],
            'mask': np.ones(8, np.float32)}}
-  out.append(float(step(model, optimizer, parallel.shard_batch(batch, mesh), None)))
+  out.append(float(step(parallel.shard_batch(batch, mesh), None)))
 print(json.dumps({{'devices': jax.device_count(), 'losses': out}}))
 '''
 
