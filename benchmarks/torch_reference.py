@@ -83,10 +83,13 @@ class Classifier(nn.Module):
       features = self.conv.out_features
     self.pool_size = int(cfg.conv_pool_size) if cfg.name == 'cnn_lstm' else 0
     self.lstm = None
+    # cnn_lstm with conv_skip: the pooled conv features are concatenated with the LSTM summary.
+    self.conv_skip = cfg.name == 'cnn_lstm' and bool(cfg.get('conv_skip', False))
     if cfg.name in ('lstm', 'cnn_lstm'):
       self.lstm = nn.LSTM(features, cfg.lstm_hidden, num_layers=cfg.lstm_layers,
                           bidirectional=cfg.bidirectional, batch_first=True)
-      features = cfg.lstm_hidden * (2 if cfg.bidirectional else 1)
+      features = (cfg.lstm_hidden * (2 if cfg.bidirectional else 1)
+                  + (features if self.conv_skip else 0))
     self.head = Head(features, num_labels, cfg.dense_size, cfg.dense_activation, cfg.dropout)
 
   def forward(self, tokens, lengths):
@@ -113,8 +116,12 @@ class Classifier(nn.Module):
         d = 2 if self.lstm.bidirectional else 1
         summary = torch.cat(list(h_n[-d:]), -1)
       else:
-        x, _ = rnn_utils.pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])
-        summary = pool_over_time(x, lengths, self.pooling)
+        out, _ = rnn_utils.pad_packed_sequence(outputs, batch_first=True,
+                                               total_length=x.shape[1])
+        summary = pool_over_time(out, lengths, self.pooling)
+      if self.conv_skip:
+        skip = pool_over_time(x, lengths, 'max' if self.pooling == 'last' else self.pooling)
+        summary = torch.cat([summary, skip], -1)
     else:
       summary = pool_over_time(x, lengths, self.pooling)
     return self.head(summary)

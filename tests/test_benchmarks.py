@@ -68,3 +68,25 @@ def test_quick_benchmark_run(tmp_path):
   assert results['inference']['predict_seconds'] > 0
   text = out.read_text()
   assert 'Smoke run' in text and 'genre_jax / PyTorch' in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None,
+                    reason='the PyTorch reference needs torch (pip install -e ".[bench]")')
+@pytest.mark.parametrize('name', ['seed_lstm', 'seed_cnn', 'seed_cnn_lstm', 'lstm', 'cnn',
+                                  'cnn_lstm'])
+def test_torch_reference_has_the_same_parameters(name):
+  """The PyTorch reference builds the same model: its parameter count equals genre_jax's (PyTorch's
+  LSTM has two bias vectors per gate set where genre_jax has one: counted once)."""
+  import runpy
+
+  from flax import nnx
+
+  from benchmarks import torch_reference
+  from genre_jax import models
+
+  config = runpy.run_path(f'configs/{name}.py')['get_config']()
+  ours = models.count_params(nnx.eval_shape(lambda: models.create_model(
+      config.model, vocab_size=500, num_labels=18, pad_id=0, rngs=nnx.Rngs(0))))
+  ref = torch_reference.Classifier(config.model, 500, 18)
+  theirs = sum(p.numel() for n, p in ref.named_parameters() if 'bias_hh' not in n)
+  assert theirs == ours
