@@ -634,7 +634,7 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
          '```', 'export GENRE_JAX_MIRROR=/path/to/mirror   # optional; else downloaded',
          'python -m experiments.reproduce        # baselines + every row x seeds 0,1,2 + this file',
          'python -m experiments.report           # only this file and the figures',
-         'python -m experiments.search --arch cnn lstm cnn_lstm --trials N   # separately',
+         'python -m experiments.search --arch cnn lstm cnn_lstm --trials N --confirm 3   # separately',
          '# MiniLM rows (not in the default run; their times are in the MiniLM table below):',
          'python -m experiments.reproduce --rows minilm_frozen minilm --seeds 0 1 2 --skip-baselines',
          '```',
