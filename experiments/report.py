@@ -624,8 +624,9 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
          '[--confirm K]` (Optuna TPE after hand-picked first trials; training seed 0; objective: '
          'best validation micro-F1 at the validation-tuned threshold; `--confirm K` retrains the '
          'K best trials with seeds 1 and 2, and the winner is the best confirmed mean; the '
-         'trainer\'s test numbers are never read). Every finished trial is listed; "train s" is the training loop on the machine '
-         'as it was then (see the discussion for the exact commands and the machine load).', '']
+         'trainer\'s test numbers are never read). Every finished trial is listed; "train s" is '
+         'the training loop on the machine as it was then (see the discussion for the exact '
+         'commands and the machine load).', '']
   md += _search_section(search_results)
   discussion = out / 'discussion.md'
   if discussion.exists():

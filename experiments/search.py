@@ -278,8 +278,7 @@ def confirm(arch: str, top: int, workroot: pathlib.Path) -> dict[str, list[dict]
       run = run_trial(arch, {**record['params'], 'seed': seed},
                       workroot / arch / f'trial{record["trial"]}_seed{seed}')
       scores[str(seed)] = run['validation_micro_f1']
-      record.setdefault('confirm_wall_seconds', 0.0)
-      record['confirm_wall_seconds'] += run['wall_seconds']
+      record['confirm_wall_seconds'] = record.get('confirm_wall_seconds', 0) + run['wall_seconds']
       RESULTS.write_text(json.dumps(results, indent=1))
     print(f'== confirm {arch}: trial {record["trial"]}: mean validation micro-F1 over seeds '
           f'0, {", ".join(map(str, CONFIRM_SEEDS))}: {mean_validation(record):.4f}', flush=True)

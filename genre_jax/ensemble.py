@@ -12,8 +12,9 @@ tokenizer and max_length, so word-level and pretrained (WordPiece) runs can be m
 The members' probabilities are averaged with equal weights, or (`--weights tuned`) with the weights
 of a grid on the simplex (steps of `WEIGHT_STEP`) that give the best validation micro-F1, each at
 its own validation-tuned threshold. The threshold is tuned on validation (`at_least_one` as in the
-first member's config), the test split scored once, and `WORKDIR/thresholds.json`, `WORKDIR/report.json` (the trainer's keys, plus
-`members`) and `WORKDIR/ensemble.json` are written. Then:
+first member's config), the test split scored once, and `WORKDIR/thresholds.json`,
+`WORKDIR/report.json` (the trainer's keys, plus `members` and `weights`) and
+`WORKDIR/ensemble.json` are written. Then:
 
   python -m genre_jax.evaluate --workdir runs/ens
   python -m genre_jax.predict --workdir runs/ens "A retired hitman is pulled back for one last job."
