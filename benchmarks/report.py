@@ -121,12 +121,18 @@ def markdown(r):
                  f'{_ok(ok) if speedup is not None else "—"} |')
 
   # ---- CNN FLOP/s -------------------------------------------------------------------------------
+  paired = any('matmul_pairs' in s for row in r['rows'] for s in row['jax']['steps'].values())
+  pairing = (', in pairs: each timed run of train steps is followed at once by three matmuls, and '
+             'the fraction is the median over the pairs of (step GFLOP/s) / (median of the three '
+             'matmuls), so both sides of a pair see the same machine; the achieved and matmul '
+             'columns are the medians of each side alone' if paired else
+             ' after the train steps (median of 7 calls)')
   lines += ['', '## CNN train step against the machine\'s matmul', '',
             'FLOPs counted from the shapes: convolution forward `2·B·L·E·F·Σk`, backward twice '
             'that (input and kernel gradients), so `3 · 2·B·L·E·F·Σk`, plus the head '
             '`3 · 2·B·(in·dense + dense·G)` (or `in·G` without a dense layer); embedding, '
             'pooling, loss and optimizer are not counted. The reference is a '
-            f'{matmul_n}³ float32 `jnp.matmul` measured in the same process.', '',
+            f'{matmul_n}³ float32 `jnp.matmul` measured in the same process{pairing}.', '',
             '| config | batch | GFLOP / step | achieved GFLOP/s | matmul GFLOP/s | fraction '
             '| ≥ 50% |', '|---|---:|---:|---:|---:|---:|:---:|']
   for row in r['rows']:
@@ -140,7 +146,8 @@ def markdown(r):
       frac = s['fraction_of_matmul']  # Two decimals where the whole percent would read 0%.
       pct = f'{frac:.0%}' if frac >= 0.01 else f'{frac:.2%}'
       lines.append(f'| {row["config"]} | {bs} | {s["flops_per_step"] / 1e9:.2f} | '
-                   f'{_f(s["gflops"])} | {_f(j["matmul_gflops"])} | {pct} | {_ok(ok)} |')
+                   f'{_f(s["gflops"])} | {_f(s.get("matmul_gflops", j.get("matmul_gflops")))} | '
+                   f'{pct} | {_ok(ok)} |')
 
   if backend != 'cpu':
     module = [(row['config'], bs, p['ms_per_call'], s['seconds_per_step'] * 1e3)

@@ -65,8 +65,9 @@ def timed_repeats(run_steps, spec):
   return statistics.median(times), times
 
 
-def matmul_gflops(n=None, repeats=7):
-  """Measured float32 GFLOP/s of an n x n x n jnp.matmul (median of repeats).
+def matmul_timer(n=None):
+  """A function that times one n x n x n float32 jnp.matmul and returns its GFLOP/s (compiled
+  and warmed up here), and n.
 
   n: 2048 on a CPU; 8192 on an accelerator (a 2048-cube takes well under a millisecond there).
   """
@@ -77,12 +78,32 @@ def matmul_gflops(n=None, repeats=7):
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   f = jax.jit(jnp.matmul)
   f(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
+
+  def gflops():
     t = time.perf_counter()
     f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / statistics.median(times) / 1e9, n
+    return 2 * n ** 3 / (time.perf_counter() - t) / 1e9
+
+  return gflops, n
+
+
+def paired_matmul_fraction(run_steps, steps, flops_per_step, repeats, matmul_calls=3):
+  """The train step's GFLOP/s as a fraction of the matmul's, measured in pairs.
+
+  Each of `repeats` pairs times `steps` train steps and then `matmul_calls` matmuls (their median),
+  back to back, so both halves of a pair see the same machine (other tenants, clock); the
+  fraction is the median over the pairs. Returns (median fraction, median matmul GFLOP/s, the
+  pairs as [step GFLOP/s, matmul GFLOP/s], matmul n).
+  """
+  gflops, n = matmul_timer()
+  pairs = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    run_steps(steps)
+    step_gflops = flops_per_step * steps / (time.perf_counter() - t) / 1e9
+    pairs.append([step_gflops, statistics.median(gflops() for _ in range(matmul_calls))])
+  fraction = statistics.median(s / m for s, m in pairs)
+  return fraction, statistics.median(m for _, m in pairs), pairs, n
 
 
 def cnn_train_flops(config, batch, length):
@@ -154,6 +175,10 @@ def jax_train(spec):
     if config.model.name == 'cnn':
       row['flops_per_step'] = cnn_train_flops(config, bs, max_length)
       row['gflops'] = row['flops_per_step'] / med / 1e9
+      (row['fraction_of_matmul'], row['matmul_gflops'], row['matmul_pairs'],
+       out['matmul_size']) = paired_matmul_fraction(
+           run_steps, max(2, round(spec['step_seconds'] / med)), row['flops_per_step'],
+           spec['repeats'])
       if spec.get('trace_dir'):  # Where a CNN step's time goes, operation by operation.
         row['profile'] = xla_profile(lambda: step(batches[0], None),
                                      f'{spec["trace_dir"]}_{bs}')
@@ -174,11 +199,6 @@ def jax_train(spec):
   if spec['batch_sizes']:
     s0 = out['steps'][str(spec['batch_sizes'][0])]
     out['train_compile_seconds'] = s0['first_step_seconds'] - s0['seconds_per_step']
-
-  if config.model.name == 'cnn' and spec['batch_sizes']:
-    out['matmul_gflops'], out['matmul_size'] = matmul_gflops()
-    for row in out['steps'].values():
-      row['fraction_of_matmul'] = row['gflops'] / out['matmul_gflops']
 
   # One end-to-end epoch with the real pipeline (bucketing per config), as trainer.py runs it.
   if spec.get('epoch', True):

@@ -51,6 +51,34 @@ def test_report_renders_every_section_and_flags_missed_targets():
   assert 'predict: 5.00 s > 3 s' in missed
 
 
+def test_paired_matmul_fraction_pairs_each_step_run_with_a_matmul():
+  import statistics
+  import time
+  from benchmarks import workers
+  calls = []
+
+  def run_steps(k):  # A "train step" of 1 GFLOP taking 10 ms: 100 GFLOP/s.
+    calls.append(k)
+    time.sleep(0.01 * k)
+
+  fraction, matmul, pairs, n = workers.paired_matmul_fraction(run_steps, 3, 1e9, repeats=3,
+                                                              matmul_calls=1)
+  assert calls == [3, 3, 3] and len(pairs) == 3 and n == 2048
+  assert all(50 < step < 101 and m > 0 for step, m in pairs)
+  assert fraction == statistics.median(step / m for step, m in pairs)
+  assert matmul == statistics.median(m for _, m in pairs)
+
+
+def test_report_says_how_the_matmul_was_measured():
+  from benchmarks import report
+  results = _results()
+  assert 'after the train steps (median of 7 calls)' in report.markdown(results)
+  results['rows'][0]['jax']['steps']['32'].update(matmul_gflops=120.0,
+                                                  matmul_pairs=[[60.0, 120.0]])
+  text = report.markdown(results)
+  assert 'in pairs' in text and '| 60.0 | 120.0 | 60% |' in text
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec('torch') is None,
                     reason="PyTorch not installed (pip install '.[bench]')")
