@@ -1,7 +1,8 @@
 """Orbax checkpoints of a run: parameters, optimizer state and the run's metadata.
 
 A workdir holds two orbax `CheckpointManager` directories:
-  checkpoints/  the latest epoch (parameters + optimizer state), used to resume;
+  checkpoints/  the latest epoch (parameters + optimizer state [+ the parameters' moving average,
+                with config.ema_decay]), used to resume;
   best/         the epoch with the best validation metric (parameters only), used by evaluate / predict.
 Each checkpoint also stores a JSON item `meta` with everything needed to rebuild and use the run
 without the original data files: config, tokenizer (vocabulary), label set, data split (record ids),
@@ -51,10 +52,12 @@ class RunCheckpoints:
     return d.is_dir() and self.manager(kind).latest_step() is not None
 
   def save(self, kind: str, step: int, model: nnx.Module, meta: dict[str, Any],
-           optimizer: nnx.Optimizer | None = None) -> None:
+           optimizer: nnx.Optimizer | None = None, *, ema: nnx.Module | None = None) -> None:
     state = {'params': nnx.state(model, nnx.Param)}
     if optimizer is not None:
       state['optimizer'] = nnx.state(optimizer)
+    if ema is not None:
+      state['ema'] = nnx.state(ema, nnx.Param)
     self.manager(kind).save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self.manager(kind).wait_until_finished()
@@ -68,20 +71,24 @@ class RunCheckpoints:
         meta=ocp.args.JsonRestore()))
     return restored['meta']
 
-  def restore(self, kind: str, model: nnx.Module,
-              optimizer: nnx.Optimizer | None = None) -> dict[str, Any]:
-    """Restores arrays in place into `model` (and `optimizer`); returns the metadata."""
+  def restore(self, kind: str, model: nnx.Module, optimizer: nnx.Optimizer | None = None, *,
+              ema: nnx.Module | None = None) -> dict[str, Any]:
+    """Restores arrays in place into `model` (and `optimizer`, `ema`); returns the metadata."""
     if not self.exists(kind):
       raise GenreJaxError(self._missing(kind))
     manager = self.manager(kind)
     target = {'params': nnx.state(model, nnx.Param)}
     if optimizer is not None:
       target['optimizer'] = nnx.state(optimizer)
+    if ema is not None:
+      target['ema'] = nnx.state(ema, nnx.Param)
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()))
     nnx.update(model, restored['state']['params'])
     if optimizer is not None:
       nnx.update(optimizer, restored['state']['optimizer'])
+    if ema is not None:
+      nnx.update(ema, restored['state']['ema'])
     return restored['meta']
 
   def _missing(self, kind: str) -> str:

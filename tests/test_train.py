@@ -127,6 +127,7 @@ def test_evaluate_and_predict_without_checkpoint(tmp_path):
     ('--config.num_epochs=three', 'num_epochs'),    # Wrong type.
     ('--config.model.name=transformer', 'transformer'),  # Unknown architecture.
     ('--config.optimizer=adagrad', 'adagrad'),
+    ('--config.ema_decay=1.0', 'ema_decay'),
 ])
 def test_config_errors_fail_before_work(synthetic_jsonl, tmp_path, override, needle):
   proc = run_module('genre_jax.train', *config_args(synthetic_jsonl, override), '--workdir',
@@ -141,8 +142,10 @@ def _params(workdir):
   return jax.tree.leaves(nnx.state(run.model, nnx.Param))
 
 
-def test_sigkill_mid_epoch_then_resume_is_identical(synthetic_jsonl, tmp_path):
-  args = config_args(synthetic_jsonl, '--config.num_epochs=3', '--config.early_stopping_patience=0')
+@pytest.mark.parametrize('extra', [[], ['--config.ema_decay=0.9']], ids=['plain', 'ema'])
+def test_sigkill_mid_epoch_then_resume_is_identical(synthetic_jsonl, tmp_path, extra):
+  args = config_args(synthetic_jsonl, '--config.num_epochs=3', '--config.early_stopping_patience=0',
+                     *extra)
   run_module('genre_jax.train', *args, '--workdir', tmp_path / 'straight')
   # 192 training rows / batch 4 = 48 steps per epoch: step 70 is in the middle of epoch 2.
   proc = run_module('genre_jax.train', *args, '--workdir', tmp_path / 'killed',
@@ -185,3 +188,60 @@ def test_every_optimizer_trains(synthetic_jsonl, tmp_path, name):
   config.data.max_examples = 40
   report = trainer.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(report['test']['loss'])
+
+
+def _tiny_model_and_batches(synthetic_records_fn, steps):
+  from genre_jax.data import text as text_lib
+  config = tiny_config(batch_size=8)
+  records = synthetic_records_fn(8 * steps)
+  tok = text_lib.WordTokenizer.fit([r['text'] for r in records], vocab_size=100)
+  labels = text_lib.LabelEncoder.fit([r['genres'] for r in records])
+  tokens, lengths = tok.encode([r['text'] for r in records], 16)
+  y, _ = labels.transform([r['genres'] for r in records])
+  batches = [{'tokens': tokens[8 * i:8 * i + 8], 'lengths': lengths[8 * i:8 * i + 8],
+              'labels': y[8 * i:8 * i + 8], 'mask': np.ones(8, np.float32)} for i in range(steps)]
+  model = inference.build_model(config, tok, len(labels.classes))
+  model.train()
+  return model, nnx.Optimizer(model, trainer.make_optimizer(config, steps), wrt=nnx.Param), batches
+
+
+def test_ema_train_step_averages_the_parameters_and_leaves_training_unchanged():
+  from tests.conftest import synthetic_records
+  decay, steps = 0.9, 4
+  leaves = lambda m: [np.asarray(x) for x in jax.tree.leaves(nnx.state(m, nnx.Param))]
+  model, optimizer, batches = _tiny_model_and_batches(synthetic_records, steps)
+  ema = trainer.moving_average_copy(model)
+  expected = leaves(model)
+  plain_model, plain_optimizer, _ = _tiny_model_and_batches(synthetic_records, steps)
+  step = trainer.TrainStep(model, optimizer, nnx.Param, ema=ema, ema_decay=decay)
+  plain = trainer.TrainStep(plain_model, plain_optimizer, nnx.Param)
+  for t, batch in enumerate(batches, start=1):
+    assert float(step(batch, None)) == float(plain(batch, None))
+    step.sync()
+    d = min(decay, (1 + t) / (10 + t))  # trainer.ema_decay_at
+    expected = [d * e + (1 - d) * p for e, p in zip(expected, leaves(model))]
+  plain.sync()
+  for e, got in zip(expected, leaves(ema)):
+    np.testing.assert_allclose(got, e, rtol=1e-5, atol=1e-6)
+  for a, b in zip(leaves(model), leaves(plain_model)):  # The average does not feed back.
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.allclose(a, b) for a, b in zip(leaves(model), leaves(ema)))
+
+
+def test_ema_run_keeps_the_average_and_refuses_a_changed_decay(synthetic_jsonl, tmp_path):
+  from genre_jax import checkpoint
+  config = tiny_config(synthetic_jsonl, num_epochs=1, ema_decay=0.9)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  best = _params(tmp_path)  # What evaluate / predict load.
+  model = inference.load_run(tmp_path).model
+  optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, 1), wrt=nnx.Param)
+  ema = trainer.moving_average_copy(model)
+  checkpoint.RunCheckpoints(tmp_path).restore(checkpoint.LATEST, model, optimizer, ema=ema)
+  raw = jax.tree.leaves(nnx.state(model, nnx.Param))
+  average = jax.tree.leaves(nnx.state(ema, nnx.Param))
+  for a, b in zip(best, average):  # The best (only) epoch's checkpoint holds the average ...
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert any(not np.allclose(a, b) for a, b in zip(raw, average))  # ... not the raw weights.
+  changed = tiny_config(synthetic_jsonl, num_epochs=2, ema_decay=0.5)
+  with pytest.raises(GenreJaxError, match='ema_decay'):
+    trainer.train_and_evaluate(changed, str(tmp_path))
