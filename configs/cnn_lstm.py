@@ -7,7 +7,9 @@ hand-picked trials on VALIDATION micro-F1 with seed 0, the best three retrained 
 "Hyperparameter search"). The width-2 pooling halves the LSTM's sequential steps. The head reads
 the max-pooled LSTM outputs and, through the skip connection (`conv_skip`), the max-pooled
 convolution features. Word dropout (whole tokens, 30%) in place of element-wise embedding dropout,
-over an 8-epoch cosine schedule; early stopping (patience 2).
+over an 8-epoch cosine schedule; early stopping (patience 2). Validation, the best checkpoint and
+the test split use a moving average of the parameters over about the last 1,000 steps (4 epochs;
+search round 7: 3-seed mean validation 0.5873 against 0.5872 without it, a tie won by 0.0001).
 
 Run:
   python -m genre_jax.train --config configs/cnn_lstm.py --workdir runs/cnn_lstm
@@ -54,6 +56,7 @@ def get_config():
   config.lr_schedule = 'cosine'
   config.warmup_epochs = 0.5
   config.grad_clip_norm = 1.0
+  config.ema_decay = 0.999  # Moving average of the parameters (validated and kept).
   config.num_epochs = 8
   config.batch_size = 32
   config.early_stopping_patience = 2

@@ -147,6 +147,9 @@ START['cnn_lstm'] += [
     {**_CNN_LSTM_R5, 'model.word_dropout': 0.2},
     {**_CNN_LSTM_R5, 'model.lstm_hidden': 128},
 ]
+# Round 7 (session 5): a moving average of the parameters (`ema_decay`, new), on the shipped
+# configuration: averaging over the last 100 or 1,000 steps (0.4 or 4 epochs).
+START['cnn_lstm'] += [{**_CNN_LSTM_R5, 'ema_decay': 0.99}, {**_CNN_LSTM_R5, 'ema_decay': 0.999}]
 CONFIRM_SEEDS = (1, 2)
 
 
@@ -173,6 +176,7 @@ def space(trial, arch: str) -> dict[str, Any]:
       'model.word_dropout': trial.suggest_float('model.word_dropout', 0.0, 0.4, step=0.1),
       'model.dropout': trial.suggest_float('model.dropout', 0.2, 0.6, step=0.1),
       'model.dense_size': trial.suggest_categorical('model.dense_size', [0, 128]),
+      'ema_decay': trial.suggest_categorical('ema_decay', [0.0, 0.99, 0.999]),
   }
   if arch in ('cnn', 'cnn_lstm'):
     p['model.conv_filters'] = trial.suggest_categorical('model.conv_filters', [64, 128])
