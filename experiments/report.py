@@ -494,6 +494,9 @@ def _weights_lines(runs_data) -> list[str]:
   return lines
 
 
+SEARCHED_CONFIGS = ('cnn', 'lstm', 'cnn_lstm')  # Shipped configs that are search winners.
+
+
 def _search_section(search_results) -> list[str]:
   if not search_results:
     return ['No search results (experiments/search_results.json) yet.']
@@ -508,8 +511,12 @@ def _search_section(search_results) -> list[str]:
     confirmed = sum(search.mean_validation(r) is not None for r in trials)
     rule = (f'the best mean over seeds 0, {seeds} of the {confirmed} confirmed trials'
             if confirmed else 'the best seed-0 validation micro-F1')
+    shipped = (f'configs/{arch}.py holds it (tests/test_experiments.py checks this).'
+               if arch in SEARCHED_CONFIGS else
+               f'configs/{arch}.py was set by hand, not by this search: these trials are '
+               'exploratory.')
     lines += [f'### {arch}: {len(trials)} trials, {seconds / 60:.1f} min of wall time',
-              '', f'Winner (**best**): {rule}.', '',
+              '', f'Winner (**best**): {rule}. {shipped}', '',
               f'| trial | validation micro-F1 (seed 0) | seeds {seeds} | mean of 3 | '
               'best epoch / run | train s | settings |',
               '|---|---|---|---|---|---|---|']

@@ -102,7 +102,7 @@ def test_report_on_synthetic_runs(tmp_path):
   assert json.loads((out / 'results.json').read_text())['best'] == 'cnn'
 
 
-@pytest.mark.parametrize('arch', ['cnn', 'lstm', 'cnn_lstm'])
+@pytest.mark.parametrize('arch', ['cnn', 'lstm', 'cnn_lstm', 'minilm'])
 def test_search_configs_are_valid(arch):
   """The search's starting points and a sampled trial make valid configs (no training)."""
   from experiments import search
@@ -110,7 +110,7 @@ def test_search_configs_are_valid(arch):
   for params in search.START[arch]:
     config = search.make_config(arch, params)
     trainer.check_config(config)
-    assert config.model.name == arch and config.seed == 0
+    assert config.model.name == {'minilm': 'pretrained'}.get(arch, arch) and config.seed == 0
   optuna = pytest.importorskip('optuna')
   trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
   config = search.make_config(arch, search.space(trial, arch))
@@ -118,7 +118,18 @@ def test_search_configs_are_valid(arch):
   assert isinstance(config.model.conv_kernel_sizes, tuple)
 
 
-@pytest.mark.parametrize('arch', ['cnn', 'lstm', 'cnn_lstm'])
+def test_minilm_search_starts_from_its_config():
+  """`--arch minilm` changes only the searched values of configs/minilm.py."""
+  import runpy
+  from experiments import search
+  shipped = runpy.run_path(str(search.REPO / 'configs' / 'minilm.py'))['get_config']()
+  trial = search.make_config('minilm', search.START['minilm'][0])
+  changed = {k for k, v in trial.to_dict().items() if shipped.to_dict()[k] != v}
+  assert changed <= {'learning_rate', 'num_epochs', 'progress_bar'}
+  assert trial.model.to_dict() == shipped.model.to_dict()
+
+
+@pytest.mark.parametrize('arch', ['cnn', 'lstm', 'cnn_lstm'])  # report.SEARCHED_CONFIGS
 def test_tuned_configs_are_the_search_winners(arch):
   """configs/<arch>.py holds exactly the best validation trial of experiments/search_results.json."""
   import runpy
