@@ -232,9 +232,10 @@ def markdown(r):
   if not r['torch_available']:
     lines.append('- the PyTorch comparisons were not run (PyTorch not installed).')
   if max(r['loadavg_start']) > 0.5 * r['machine']['usable_cpus']:
-    lines += ['', f'Note: the load average at the start ({r["loadavg_start"][0]:.2f}) shows '
-              'other work on the machine; timings and ratios are noisy. Re-run on a quiet '
-              'machine.']
+    load = ', '.join(f'{x:.2f}' for x in r['loadavg_start'])
+    lines += ['', f'Note: the load averages at the start ({load} over 1, 5 and 15 minutes) show '
+              'other work on the machine during or shortly before the run; timings and ratios '
+              'may be noisy. Re-run on a quiet machine.']
   return '\n'.join(lines) + '\n'
 
 
