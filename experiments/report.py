@@ -645,6 +645,7 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
          'python -m experiments.search --arch cnn lstm cnn_lstm --trials N --confirm 3   # separately',
          '# MiniLM rows (not in the default run; their times are in the MiniLM table below):',
          'python -m experiments.reproduce --rows minilm_frozen minilm --seeds 0 1 2 --skip-baselines',
+         'python -m experiments.search --arch minilm --trials N --confirm 3   # MiniLM fine-tuning',
          '```',
          '']
   if timings:
