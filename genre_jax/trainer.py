@@ -149,8 +149,8 @@ class TrainStep:
   for the cores (about 1-3 ms of a 15 ms CNN step); on a GPU it is most of a small model's step.
   The model and optimizer hold stale (donated) arrays until `sync()`: call it before using them.
   The step always runs the model in the mode it had when the `TrainStep` was made (train).
-  With `ema` (a copy of the model, `moving_average_copy`), each step also updates its parameters to an
-  exponential moving average of the model's (weight `ema_decay_at(ema_decay, step)`).
+  With `ema` (a copy of the model, `moving_average_copy`), each step also updates its parameters
+  to an exponential moving average of the model's (weight `ema_decay_at(ema_decay, step)`).
 
   Args (of a call):
     batch: `tokens [B, L]`, `lengths [B]`, `labels [B, G]`, `mask [B]` (or `features [B, H]`
@@ -306,7 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   optimizer = nnx.Optimizer(model, make_optimizer(config, steps_per_epoch), wrt=wrt)
   # With config.ema_decay, validation, the best checkpoint and the test split use an exponential
   # moving average of the parameters (`ema`), which the train step updates after every step.
-  ema = moving_average_copy(model) if config.get('ema_decay', 0.0) else None
+  ema_decay = config.get('ema_decay', 0.0)
+  ema = moving_average_copy(model) if ema_decay else None
   eval_model = model if ema is None else ema
   meta = {
       'config': config.to_dict(), 'tokenizer': data.tokenizer.to_dict(),
@@ -348,8 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     t0 = time.time()
     model.train()
     nnx.reseed(model, dropout=jax.random.fold_in(jax.random.key(config.seed), epoch))
-    train_step = TrainStep(model, optimizer, wrt, ema=ema,
-                           ema_decay=config.get('ema_decay', 0.0))
+    train_step = TrainStep(model, optimizer, wrt, ema=ema, ema_decay=ema_decay)
     bar = tqdm(total=len(train.lengths), desc=f'epoch {epoch}/{config.num_epochs}', unit='ex',
                disable=not config.progress_bar, leave=False)
     pending, losses_seen = [], []

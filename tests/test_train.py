@@ -14,7 +14,7 @@ from flax import nnx
 from genre_jax import inference
 from genre_jax import trainer
 from genre_jax.errors import GenreJaxError
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, synthetic_records, tiny_config
 
 
 def run_module(module, *args, env=None, check=True):
@@ -190,10 +190,10 @@ def test_every_optimizer_trains(synthetic_jsonl, tmp_path, name):
   assert np.isfinite(report['test']['loss'])
 
 
-def _tiny_model_and_batches(synthetic_records_fn, steps):
+def _tiny_model_and_batches(steps):
   from genre_jax.data import text as text_lib
   config = tiny_config(batch_size=8)
-  records = synthetic_records_fn(8 * steps)
+  records = synthetic_records(8 * steps)
   tok = text_lib.WordTokenizer.fit([r['text'] for r in records], vocab_size=100)
   labels = text_lib.LabelEncoder.fit([r['genres'] for r in records])
   tokens, lengths = tok.encode([r['text'] for r in records], 16)
@@ -206,13 +206,12 @@ def _tiny_model_and_batches(synthetic_records_fn, steps):
 
 
 def test_ema_train_step_averages_the_parameters_and_leaves_training_unchanged():
-  from tests.conftest import synthetic_records
   decay, steps = 0.9, 4
   leaves = lambda m: [np.asarray(x) for x in jax.tree.leaves(nnx.state(m, nnx.Param))]
-  model, optimizer, batches = _tiny_model_and_batches(synthetic_records, steps)
+  model, optimizer, batches = _tiny_model_and_batches(steps)
   ema = trainer.moving_average_copy(model)
   expected = leaves(model)
-  plain_model, plain_optimizer, _ = _tiny_model_and_batches(synthetic_records, steps)
+  plain_model, plain_optimizer, _ = _tiny_model_and_batches(steps)
   step = trainer.TrainStep(model, optimizer, nnx.Param, ema=ema, ema_decay=decay)
   plain = trainer.TrainStep(plain_model, plain_optimizer, nnx.Param)
   for t, batch in enumerate(batches, start=1):
