@@ -150,12 +150,71 @@ class Embed(nnx.Module):
     return x
 
 
+def _shift_time(x: Array, offset: int) -> Array:
+  """`y[:, t] = x[:, t + offset]`, zero where `t + offset` falls outside `[0, L)`."""
+  if offset > 0:
+    return jnp.pad(x[:, offset:], ((0, 0), (0, offset), (0, 0)))
+  if offset < 0:
+    return jnp.pad(x[:, :offset], ((0, 0), (-offset, 0), (0, 0)))
+  return x
+
+
+def _conv1d_same(x: Array, kernel: Array) -> Array:
+  width = kernel.shape[0]
+  low = (width - 1) // 2  # 'SAME' as lax and nnx.Conv pad it.
+  return jax.lax.conv_general_dilated(x, kernel, (1,), [(low, width - 1 - low)],
+                                      dimension_numbers=('NWC', 'WIO', 'NWC'))
+
+
+@jax.custom_vjp
+def conv1d_same(x: Array, kernel: Array) -> Array:
+  """1-D convolution with 'SAME' padding (as `nnx.Conv(..., padding='SAME')`, without bias).
+
+  The kernel gradient is computed as `width` plain matmuls of the time-shifted inputs with the
+  output gradient (`dK[j] = sum_{b,t} x[b, t + j - low]^T g[b, t]`, contracting over the major
+  `[B*L]` axis), which is the same sum as XLA's filter-gradient convolution. On XLA:CPU that
+  convolution wants its input in a `[features, L, batch]` layout, and the transposing copy, fused
+  with the embedding gather and word dropout that produce the input, cost a fifth of the tuned
+  CNN's train step (BENCHMARKS.md); the matmuls read the input as it is.
+
+  Args:
+    x: `[batch, L, in]` float.
+    kernel: `[width, in, out]` float.
+
+  Returns:
+    `[batch, L, out]` float.
+  """
+  return _conv1d_same(x, kernel)
+
+
+def _conv1d_same_fwd(x, kernel):
+  return _conv1d_same(x, kernel), (x, kernel)
+
+
+def _conv1d_same_bwd(residuals, g):
+  x, kernel = residuals
+  width, in_features, _ = kernel.shape
+  low = (width - 1) // 2
+  dx = jax.vjp(lambda x: _conv1d_same(x, kernel), x)[1](g)[0]
+  g2 = g.reshape(-1, g.shape[-1])  # [B*L, out]
+  # (g^T x)^T rather than x^T g: XLA then contracts x along its major axis without copying it.
+  dkernel = jnp.stack([
+    (g2.T @ _shift_time(x, j - low).reshape(-1, in_features)).T for j in range(width)
+  ])
+  return dx, dkernel
+
+
+conv1d_same.defvjp(_conv1d_same_fwd, _conv1d_same_bwd)
+
+
 class Conv1D(nnx.Module):
   """1-D convolutions of several kernel widths in parallel, concatenated.
 
   Each width has its own `filters` output channels; 'SAME' padding keeps the length. Inputs at
   padded positions are zeroed first, so outputs at real positions do not depend on how much
-  padding follows. Outputs at padded positions are not zeroed (mask downstream).
+  padding follows. Outputs at padded positions are not zeroed (mask downstream). The parameters
+  are those of `nnx.Conv` (kernel `[k, in, filters]`, bias `[filters]`); the convolution is
+  `conv1d_same`.
   """
 
   def __init__(
@@ -187,7 +246,8 @@ class Conv1D(nnx.Module):
       `[batch, L, filters * len(kernel_sizes)]` float.
     """
     x = jnp.where(length_mask(lengths, x.shape[1])[..., None], x, 0.0)
-    outputs = [self.activation(conv(x)) for conv in self.convs]
+    outputs = [self.activation(conv1d_same(x, conv.kernel[...]) + conv.bias[...])
+               for conv in self.convs]
     return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=-1)
 
 

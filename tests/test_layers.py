@@ -91,6 +91,28 @@ def test_conv1d_shapes_and_padding_invariance():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('kernel_sizes', [(1,), (2,), (1, 2), (3, 5), (4,)])
+def test_conv1d_values_and_gradients_match_nnx_conv(kernel_sizes):
+  """conv1d_same's hand-written kernel gradient against autodiff through nnx.Conv's lax.conv."""
+  conv = layers.Conv1D(E, 3, kernel_sizes, activation='tanh', rngs=nnx.Rngs(0))
+  x, lengths = _inputs(), jnp.asarray(LENGTHS)
+  weights = jnp.asarray(np.random.default_rng(5).normal(size=(B, L, 3 * len(kernel_sizes))),
+                        jnp.float32)
+
+  def reference(conv, x):
+    x = jnp.where(layers.length_mask(lengths, L)[..., None], x, 0.0)
+    return jnp.concatenate([jnp.tanh(c(x)) for c in conv.convs], axis=-1)
+
+  def loss(forward):
+    return lambda conv, x: (forward(conv, x) * weights).sum()
+
+  ours = nnx.grad(loss(lambda conv, x: conv(x, lengths)), argnums=(0, 1))(conv, x)
+  theirs = nnx.grad(loss(reference), argnums=(0, 1))(conv, x)
+  np.testing.assert_allclose(conv(x, lengths), reference(conv, x), rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_conv1d_unknown_activation():
   with pytest.raises(GenreJaxError, match='unknown activation'):
     layers.Conv1D(E, 4, (2,), activation='softplusplus', rngs=nnx.Rngs(0))
