@@ -91,6 +91,7 @@ def test_report_on_synthetic_runs(tmp_path):
   assert 'PARTIAL RESULTS' in text
   assert '| Tuned CNN | 0,1,2 | 0.570 ± 0.020 |' in text
   assert 'NOT reached' in text  # 0.57 < 0.60 (TF-IDF) and < 0.58.
+  assert 'Tuned CNN micro-F1 ≥ 0.58: **NOT reached** (0.5700 ± 0.0200 over' in text
   assert 'Seed LSTM | missing' in text
   assert '## Where the models fail' in text and '| 21–40 words |' in text
   # The search winner is the best confirmed 3-seed mean (trial 2), not the best seed-0 trial.
@@ -167,7 +168,8 @@ def test_minilm_rows_are_optional_and_marked(tmp_path):
   assert '| Fine-tuned MiniLM | 0 (**only 1 of 3 seeds**) | 0.700 | 0.600 |' in text
   assert '| MiniLM, frozen encoder + head | not run (optional) |' in text
   assert 'Issue 7' in text and '**incomplete (fewer than 3 seeds' in text
-  assert '1 (capped; config file: 3)' in text  # The epoch cap is recorded.
+  configured = reproduce._load_config('configs/minilm.py', 0).num_epochs
+  assert f'1 (capped; config file: {configured})' in text  # The epoch cap is recorded.
 
 
 def test_ensemble_rows_compete_for_best_model(tmp_path):
