@@ -73,10 +73,11 @@ def test_report_says_how_the_matmul_was_measured():
   from benchmarks import report
   results = _results()
   assert 'after the train steps (median of 7 calls)' in report.markdown(results)
-  results['rows'][0]['jax']['steps']['32'].update(matmul_gflops=120.0,
-                                                  matmul_pairs=[[60.0, 120.0]])
+  results['rows'][0]['jax']['steps']['32'].update(
+      matmul_gflops=120.0, fraction_of_matmul=0.496, matmul_pairs=[[60.0, 120.0], [54.0, 120.0]])
   text = report.markdown(results)
-  assert 'in pairs' in text and '| 60.0 | 120.0 | 60% |' in text
+  # One decimal (49.6% must not print as the 50% target) and the spread of the pairs.
+  assert 'in pairs' in text and '| 60.0 | 120.0 | 49.6% | 45%–50% | **no** |' in text
 
 
 @pytest.mark.slow
