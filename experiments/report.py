@@ -495,7 +495,8 @@ def _weights_lines(runs_data) -> list[str]:
   return lines
 
 
-SEARCHED_CONFIGS = ('cnn', 'lstm', 'cnn_lstm')  # Shipped configs that are search winners.
+# Shipped configs that are search winners.
+SEARCHED_CONFIGS = ('cnn', 'lstm', 'cnn_lstm', 'minilm')
 
 
 def _search_section(search_results) -> list[str]:

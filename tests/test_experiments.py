@@ -130,7 +130,8 @@ def test_minilm_search_starts_from_its_config():
   assert trial.model.to_dict() == shipped.model.to_dict()
 
 
-@pytest.mark.parametrize('arch', ['cnn', 'lstm', 'cnn_lstm'])  # report.SEARCHED_CONFIGS
+# The archs of experiments.report.SEARCHED_CONFIGS.
+@pytest.mark.parametrize('arch', ['cnn', 'lstm', 'cnn_lstm', 'minilm'])
 def test_tuned_configs_are_the_search_winners(arch):
   """configs/<arch>.py holds exactly the best validation trial of experiments/search_results.json."""
   import runpy
