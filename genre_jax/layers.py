@@ -159,9 +159,14 @@ def _shift_time(x: Array, offset: int) -> Array:
   return x
 
 
+def _same_padding_low(width: int) -> int:
+  """Zeros before the sequence for a 'SAME' convolution of `width` (as lax and nnx.Conv pad)."""
+  return (width - 1) // 2
+
+
 def _conv1d_same(x: Array, kernel: Array) -> Array:
   width = kernel.shape[0]
-  low = (width - 1) // 2  # 'SAME' as lax and nnx.Conv pad it.
+  low = _same_padding_low(width)
   return jax.lax.conv_general_dilated(x, kernel, (1,), [(low, width - 1 - low)],
                                       dimension_numbers=('NWC', 'WIO', 'NWC'))
 
@@ -196,7 +201,7 @@ def _conv1d_same_fwd(x, kernel):
 def _conv1d_same_bwd(residuals, g):
   x, kernel = residuals
   width, in_features, _ = kernel.shape
-  low = (width - 1) // 2
+  low = _same_padding_low(width)
   dx = jax.vjp(lambda x: _conv1d_same(x, kernel), x)[1](g)[0]
   g2 = g.reshape(-1, g.shape[-1])  # [B*L, out]
   # (g^T x)^T rather than x^T g: XLA then contracts x along its major axis without copying it.
