@@ -71,6 +71,7 @@ def get_config():
   config.warmup_epochs = 0.0
   config.grad_clip_norm = 0.0  # 0 = no clipping.
   config.ema_decay = 0.0  # > 0: validate, keep and test a moving average of the parameters.
+  config.layer_decay = 1.0  # < 1: layer-wise learning-rate decay (pretrained encoder only).
   config.num_epochs = 10
   config.batch_size = 32
   config.eval_batch_size = 256

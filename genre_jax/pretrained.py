@@ -297,6 +297,17 @@ class PretrainedClassifier(nnx.Module):
     """The filter of the parameters to optimise (the trainer reads it): all, or only the head."""
     return nnx.All(nnx.Param, nnx.PathContains(HEAD)) if self.freeze_encoder else nnx.Param
 
+  def layer_depth(self, path: tuple[str, ...]) -> tuple[int, int]:
+    """(depth, number of depths - 1) of the parameter at `path`, for layer-wise learning-rate
+    decay (`config.layer_decay`): the embeddings 0, block i i + 1, the head (and anything else)
+    the top, `num_hidden_layers + 1`."""
+    top = self.encoder.config.num_hidden_layers + 1
+    if path[:2] == ('encoder', 'embeddings'):
+      return 0, top
+    if path[:2] == ('encoder', 'layers'):
+      return int(path[2]) + 1, top
+    return top, top
+
   @property
   def frozen_features(self) -> bool:
     """True when `features` is a fixed function of the input (frozen encoder, no dropout in it):

@@ -12,7 +12,7 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +45,35 @@ OPTIMIZERS = {
 }
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
-  """The optax optimizer named by `config.optimizer`, with schedule and optional clipping."""
+def scale_by_path(multiplier: Callable[[tuple[str, ...]], float]) -> optax.GradientTransformation:
+  """Multiplies each update by `multiplier(path)`, the path of its parameter as strings (e.g.
+  `('encoder', 'layers', '3', 'output', 'kernel')`); stateless. After an optimizer that ends in
+  `-lr * update` (adamw: its weight decay included), this scales that parameter's learning rate."""
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u * multiplier(tuple(_key_name(k) for k in path)), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def _key_name(key) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                   layer_depth: Callable[[tuple[str, ...]], tuple[int, int]] | None = None
+                   ) -> optax.GradientTransformation:
+  """The optax optimizer named by `config.optimizer`, with schedule and optional clipping.
+
+  With `config.layer_decay` < 1 (layer-wise learning-rate decay, as in BEiT / ELECTRA
+  fine-tuning), the parameter at depth `d` of `D` (`layer_depth(path) -> (d, D)`, from the
+  model; the head is at `D`) learns at `learning_rate * layer_decay ** (D - d)`.
+  """
   if config.optimizer not in OPTIMIZERS:
     raise GenreJaxError(f'unknown optimizer {config.optimizer!r}; choose one of '
                         f'{sorted(OPTIMIZERS)}.')
@@ -61,6 +87,17 @@ def make_optimizer(config: ml_collections.ConfigDict,
   else:
     raise GenreJaxError(f'unknown lr_schedule {config.lr_schedule!r}; use constant or cosine.')
   tx = OPTIMIZERS[config.optimizer](config, lr)
+  decay = config.get('layer_decay', 1.0)
+  if decay != 1.0:
+    if layer_depth is None:
+      raise GenreJaxError(f'config.layer_decay={decay} needs a model with layers to decay over '
+                          f'(the pretrained architecture); {config.model.name!r} has none.')
+
+    def multiplier(path):
+      depth, top = layer_depth(path)
+      return decay ** (top - depth)
+
+    tx = optax.chain(tx, scale_by_path(multiplier))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx
@@ -84,6 +121,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise GenreJaxError(f'config.{field} must be at least 1, got {config[field]}.')
   if not config.learning_rate > 0:
     raise GenreJaxError(f'config.learning_rate must be positive, got {config.learning_rate}.')
+  if not 0.0 < config.get('layer_decay', 1.0) <= 1.0:
+    raise GenreJaxError(f'config.layer_decay must be in (0, 1] (1 = off), got '
+                        f'{config.layer_decay}.')
   if not 0.0 <= config.get('ema_decay', 0.0) < 1.0:
     raise GenreJaxError(f'config.ema_decay must be in [0, 1) (0 = no average), got '
                         f'{config.ema_decay}.')
@@ -195,10 +235,11 @@ def _check_compatible(saved: dict[str, Any], config: ml_collections.ConfigDict, 
     raise GenreJaxError(
         f'workdir {workdir} holds a run of architecture {old.model.name!r}, but the config asks '
         f'for {config.model.name!r}. Use a new --workdir (or delete this one) to start afresh.')
-  if old.get('ema_decay', 0.0) != config.get('ema_decay', 0.0):
-    raise GenreJaxError(
-        f'workdir {workdir} holds a run with ema_decay {old.get("ema_decay", 0.0)}, but the config '
-        f'asks for {config.get("ema_decay", 0.0)}. Use a new --workdir (or delete this one).')
+  for field, default in (('ema_decay', 0.0), ('layer_decay', 1.0)):  # They shape the state.
+    if old.get(field, default) != config.get(field, default):
+      raise GenreJaxError(
+          f'workdir {workdir} holds a run with {field} {old.get(field, default)}, but the config '
+          f'asks for {config.get(field, default)}. Use a new --workdir (or delete this one).')
   for section in ('model', 'data'):
     a, b = old[section].to_dict(), config[section].to_dict()
     diff = sorted(k for k in set(a) | set(b)
@@ -303,7 +344,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---- Model and optimizer. -----------------------------------------------------------------
   model = inference.build_model(config, data.tokenizer, len(classes))
   wrt = getattr(model, 'trainable', nnx.Param)
-  optimizer = nnx.Optimizer(model, make_optimizer(config, steps_per_epoch), wrt=wrt)
+  optimizer = nnx.Optimizer(
+      model, make_optimizer(config, steps_per_epoch, getattr(model, 'layer_depth', None)),
+      wrt=wrt)
   # With config.ema_decay, validation, the best checkpoint and the test split use an exponential
   # moving average of the parameters (`ema`), which the train step updates after every step.
   ema_decay = config.get('ema_decay', 0.0)

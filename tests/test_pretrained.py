@@ -237,6 +237,48 @@ def test_freeze_encoder_trains_only_the_head(tiny_dir, freeze):
     assert np.array_equal(before[name], after[name]) is freeze, name
 
 
+def test_layer_decay_scales_each_depths_update(tiny_dir):
+  """config.layer_decay: embeddings, block i and the head step at lr * decay ** (3 - depth)."""
+  from genre_jax import trainer
+  model = build(tiny_dir)
+  assert model.layer_depth(('encoder', 'embeddings', 'word_embeddings', 'embedding')) == (0, 3)
+  assert model.layer_depth(('encoder', 'layers', '1', 'query', 'kernel')) == (2, 3)
+  assert model.layer_depth(('head', 'kernel')) == (3, 3)
+  tokens, lengths = pretrained.HFTokenizer.from_dir(tiny_dir).encode(
+      ['A ghost ship.', 'The crew of the city.'], max_length=8)
+  labels = jnp.array([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0]], jnp.float32)
+  config = ml_collections.ConfigDict(dict(
+      optimizer='adamw', learning_rate=1e-2, weight_decay=0.1, lr_schedule='constant',
+      warmup_epochs=0.0, grad_clip_norm=1.0, num_epochs=1, layer_decay=1.0,
+      model=dict(name='pretrained')))
+
+  def first_update(decay):
+    model = build(tiny_dir)
+    model.eval()  # No dropout: both runs see the same gradients.
+    config.layer_decay = decay
+    optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, 1, model.layer_depth),
+                              wrt=nnx.Param)
+    before = jax.tree.map(np.array, nnx.state(model, nnx.Param))
+    loss_fn = lambda m: optax.sigmoid_binary_cross_entropy(m(tokens, lengths), labels).mean()
+    optimizer.update(model, nnx.grad(loss_fn)(model))
+    return jax.tree.map(lambda a, b: np.asarray(a) - b, nnx.state(model, nnx.Param), before)
+
+  plain, decayed = first_update(1.0), first_update(0.5)
+  depths = set()
+  for path, step in jax.tree_util.tree_leaves_with_path(decayed):
+    names = tuple(trainer._key_name(k) for k in path)
+    depth, top = model.layer_depth(names)
+    depths.add(depth)
+    ref = jax.tree_util.tree_leaves(plain)[
+        [p for p, _ in jax.tree_util.tree_leaves_with_path(plain)].index(path)]
+    np.testing.assert_allclose(step, ref * 0.5 ** (top - depth), rtol=1e-4, atol=1e-7,
+                               err_msg=str(names))
+  assert depths == {0, 1, 2, 3}  # The state's paths reach every depth.
+  # Architectures without layers to decay over say so.
+  with pytest.raises(GenreJaxError, match='layer_decay'):
+    trainer.make_optimizer(config, 1, None)
+
+
 def test_minilm_configs_select_the_pretrained_architecture():
   for name, frozen in (('minilm', False), ('minilm_frozen', True)):
     spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')

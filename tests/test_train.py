@@ -128,6 +128,8 @@ def test_evaluate_and_predict_without_checkpoint(tmp_path):
     ('--config.model.name=transformer', 'transformer'),  # Unknown architecture.
     ('--config.optimizer=adagrad', 'adagrad'),
     ('--config.ema_decay=1.0', 'ema_decay'),
+    ('--config.layer_decay=1.5', 'layer_decay'),
+    ('--config.layer_decay=0.8', 'layer_decay'),  # The CNN has no layers to decay over.
 ])
 def test_config_errors_fail_before_work(synthetic_jsonl, tmp_path, override, needle):
   proc = run_module('genre_jax.train', *config_args(synthetic_jsonl, override), '--workdir',
