@@ -252,6 +252,16 @@ def load_results() -> dict[str, list[dict]]:
   return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
 
 
+def save_results(arch: str, records: list[dict]) -> dict[str, list[dict]]:
+  """Writes `arch`'s records into the results file, re-reading the other architectures' from it
+  first, so that searches of different architectures can run at the same time; returns all."""
+  results = {**load_results(), arch: records}
+  tmp = RESULTS.with_suffix('.json.tmp')
+  tmp.write_text(json.dumps(results, indent=1))
+  tmp.replace(RESULTS)
+  return results
+
+
 def run_trial(arch: str, params: dict[str, Any], workdir: pathlib.Path) -> dict[str, Any]:
   """Trains one trial and returns its validation-only record."""
   from genre_jax import trainer
@@ -313,7 +323,7 @@ def search(arch: str, trials: int, timeout_minutes: float | None, workroot: path
     record['trial'] = n
     study.tell(trial, record['validation_micro_f1'])
     done.append(record)
-    RESULTS.write_text(json.dumps(results, indent=1))
+    results = save_results(arch, done)
     best = max(done, key=lambda r: r['validation_micro_f1'])
     print(f'== search {arch}: trial {n}: validation micro-F1 {record["validation_micro_f1"]:.4f} '
           f'(best epoch {record["best_epoch"]}/{record["epochs_run"]}, '
@@ -338,7 +348,7 @@ def confirm(arch: str, top: int, workroot: pathlib.Path) -> dict[str, list[dict]
                       workroot / arch / f'trial{record["trial"]}_seed{seed}')
       scores[str(seed)] = run['validation_micro_f1']
       record['confirm_wall_seconds'] = record.get('confirm_wall_seconds', 0) + run['wall_seconds']
-      RESULTS.write_text(json.dumps(results, indent=1))
+      results = save_results(arch, done)
     print(f'== confirm {arch}: trial {record["trial"]}: mean validation micro-F1 over seeds '
           f'0, {", ".join(map(str, CONFIRM_SEEDS))}: {mean_validation(record):.4f}', flush=True)
   return results

@@ -121,6 +121,18 @@ def test_search_configs_are_valid(arch):
   assert isinstance(config.model.conv_kernel_sizes, tuple)
 
 
+def test_search_results_of_one_architecture_keep_the_others(tmp_path, monkeypatch):
+  """Two searches at once (different architectures) do not overwrite each other's records."""
+  from experiments import search
+  monkeypatch.setattr(search, 'RESULTS', tmp_path / 'search_results.json')
+  first = search.load_results().setdefault('cnn', [])  # Process 1 reads (empty) ...
+  search.save_results('lstm', [{'trial': 0}])  # ... process 2 writes its record ...
+  first.append({'trial': 0, 'x': 1})
+  merged = search.save_results('cnn', first)  # ... then process 1 writes its own.
+  assert merged == {'lstm': [{'trial': 0}], 'cnn': [{'trial': 0, 'x': 1}]}
+  assert search.load_results() == merged
+
+
 def test_minilm_search_starts_from_its_config():
   """`--arch minilm` changes only the searched values of configs/minilm.py."""
   import runpy
