@@ -151,6 +151,17 @@ def markdown(r):
                    f'{_f(s["gflops"])} | {_f(s.get("matmul_gflops", j.get("matmul_gflops")))} | '
                    f'{pct} | {spread} | {_ok(ok)} |')
 
+  frozen = [(row['config'], bs, s['seconds_per_step'] * 1e3,
+             s['seconds_per_step_embedding_frozen'] * 1e3)
+            for row in r['rows'] for bs, s in row['jax']['steps'].items()
+            if 'seconds_per_step_embedding_frozen' in s]
+  if frozen:
+    lines += ['', 'The same steps with the embedding table frozen (no embedding gradient: no '
+              'input-gradient matmuls, no scatter into the `[vocab, E]` gradient, no clipping '
+              'and AdamW update of the table and its two moments), medians in the same process: '
+              + '; '.join(f'`{c}` batch {bs}: {full:.2f} ms → {fz:.2f} ms (the table: '
+                          f'{1 - fz / full:.0%} of the step)' for c, bs, full, fz in frozen) + '.']
+
   if backend != 'cpu':
     module = [(row['config'], bs, p['ms_per_call'], s['seconds_per_step'] * 1e3)
               for row in r['rows'] for bs, s in row['jax']['steps'].items()

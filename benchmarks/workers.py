@@ -138,13 +138,12 @@ def jax_train(spec):
          'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
          'device_kind': jax.devices()[0].device_kind}
 
-  def fresh():
+  def fresh(wrt=nnx.Param):
     model = models.create_model(config.model, vocab_size=int(data['vocab_size']),
                                  num_labels=num_labels, pad_id=0,
                                  rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     model.train()
-    optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, steps_per_epoch),
-                              wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, steps_per_epoch), wrt=wrt)
     parallel.replicate(model, mesh)
     parallel.replicate(optimizer, mesh)
     return model, optimizer
@@ -179,6 +178,20 @@ def jax_train(spec):
        out['matmul_size']) = paired_matmul_fraction(
            run_steps, max(2, round(spec['step_seconds'] / med)), row['flops_per_step'],
            spec['repeats'])
+      # What the embedding table costs: the same step with the table frozen (no embedding
+      # gradient, so no input-gradient matmuls, no scatter, no update of the table and moments).
+      frozen = nnx.All(nnx.Param, nnx.Not(nnx.PathContains('embed')))
+      frozen_step = trainer.TrainStep(*fresh(frozen), frozen)
+      for i in range(spec['warmup'] + 1):
+        jax.block_until_ready(frozen_step(batches[i % 8], None))
+
+      def run_frozen(k):
+        loss = None
+        for i in range(k):
+          loss = frozen_step(batches[i % 8], None)
+        jax.block_until_ready(loss)
+
+      row['seconds_per_step_embedding_frozen'] = timed_repeats(run_frozen, spec)[0]
       if spec.get('trace_dir'):  # Where a CNN step's time goes, operation by operation.
         row['profile'] = xla_profile(lambda: step(batches[0], None),
                                      f'{spec["trace_dir"]}_{bs}')

@@ -78,6 +78,10 @@ def test_report_says_how_the_matmul_was_measured():
   text = report.markdown(results)
   # One decimal (49.6% must not print as the 50% target) and the spread of the pairs.
   assert 'in pairs' in text and '| 60.0 | 120.0 | 49.6% | 45%–50% | **no** |' in text
+  assert 'embedding table frozen' not in text
+  results['rows'][0]['jax']['steps']['32']['seconds_per_step_embedding_frozen'] = 0.06
+  text = report.markdown(results)
+  assert '`cnn` batch 32: 100.00 ms → 60.00 ms (the table: 40% of the step)' in text
 
 
 @pytest.mark.slow
