@@ -47,6 +47,22 @@ def fixed_batches(data, batch_size, count, seed=0):
   return out
 
 
+def step_runner(step, batches):
+  """`run_steps(k)`: `k` calls of the train step on the batches in turn (continuing where the
+  last call stopped), then waits for the result."""
+  import jax
+  counter = [0]
+
+  def run_steps(k):
+    loss = None
+    for _ in range(k):
+      loss = step(batches[counter[0] % len(batches)], None)
+      counter[0] += 1
+    jax.block_until_ready(loss)
+
+  return run_steps
+
+
 def timed_repeats(run_steps, spec):
   """Median seconds per step over `repeats` timed runs of about `step_seconds` each.
 
@@ -158,15 +174,7 @@ def jax_train(spec):
     for i in range(spec['warmup']):
       step(batches[i % 8], None)
     jax.block_until_ready(step(batches[0], None))
-    counter = [0]
-
-    def run_steps(k):
-      loss = None
-      for _ in range(k):
-        loss = step(batches[counter[0] % 8], None)
-        counter[0] += 1
-      jax.block_until_ready(loss)
-
+    run_steps = step_runner(step, batches)
     med, times = timed_repeats(run_steps, spec)
     row = {'batch_size': bs, 'length': max_length, 'seconds_per_step': med,
            'examples_per_second': bs / med, 'repeat_seconds_per_step': times,
@@ -181,16 +189,8 @@ def jax_train(spec):
       # What the embedding table costs: the same step with the table frozen (no embedding
       # gradient, so no input-gradient matmuls, no scatter, no update of the table and moments).
       frozen = nnx.All(nnx.Param, nnx.Not(nnx.PathContains('embed')))
-      frozen_step = trainer.TrainStep(*fresh(frozen), frozen)
-      for i in range(spec['warmup'] + 1):
-        jax.block_until_ready(frozen_step(batches[i % 8], None))
-
-      def run_frozen(k):
-        loss = None
-        for i in range(k):
-          loss = frozen_step(batches[i % 8], None)
-        jax.block_until_ready(loss)
-
+      run_frozen = step_runner(trainer.TrainStep(*fresh(frozen), frozen), batches)
+      run_frozen(spec['warmup'] + 1)  # Compilation and warm-up.
       row['seconds_per_step_embedding_frozen'] = timed_repeats(run_frozen, spec)[0]
       if spec.get('trace_dir'):  # Where a CNN step's time goes, operation by operation.
         row['profile'] = xla_profile(lambda: step(batches[0], None),

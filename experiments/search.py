@@ -19,7 +19,7 @@ The winner (`best_params`) is the confirmed trial with the highest mean validati
 seeds 0, 1 and 2; without confirmed trials, the best seed-0 trial.
 
 `--arch minilm` searches the fine-tuning of the pretrained encoder (learning rate, epochs,
-dropout, batch size, moving average) around configs/minilm.py, whose first settings were set by
+dropout, batch size, moving average, layer-wise learning-rate decay) around configs/minilm.py, whose first settings were set by
 hand; its confirmed winner (trial 0) now sets configs/minilm.py's learning rate and epochs (about
 35 minutes per trial and seed on 2 CPU cores; a few minutes on a GPU).
 

@@ -53,16 +53,14 @@ def scale_by_path(multiplier: Callable[[tuple[str, ...]], float]) -> optax.Gradi
   def update(updates, state, params=None):
     del params
     return jax.tree_util.tree_map_with_path(
-        lambda path, u: u * multiplier(tuple(_key_name(k) for k in path)), updates), state
+        lambda path, u: u * multiplier(path_names(path)), updates), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def _key_name(key) -> str:
-  for attr in ('key', 'name', 'idx'):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
+def path_names(path: jax.tree_util.KeyPath) -> tuple[str, ...]:
+  """A pytree key path as strings: `('encoder', 'layers', '3', 'output', 'kernel', ...)`."""
+  return tuple(jax.tree_util.keystr(path, simple=True, separator='/').split('/'))
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,

@@ -265,12 +265,11 @@ def test_layer_decay_scales_each_depths_update(tiny_dir):
 
   plain, decayed = first_update(1.0), first_update(0.5)
   depths = set()
-  for path, step in jax.tree_util.tree_leaves_with_path(decayed):
-    names = tuple(trainer._key_name(k) for k in path)
+  for (path, step), ref in zip(jax.tree_util.tree_leaves_with_path(decayed),
+                               jax.tree_util.tree_leaves(plain)):  # The same structure.
+    names = trainer.path_names(path)
     depth, top = model.layer_depth(names)
     depths.add(depth)
-    ref = jax.tree_util.tree_leaves(plain)[
-        [p for p, _ in jax.tree_util.tree_leaves_with_path(plain)].index(path)]
     np.testing.assert_allclose(step, ref * 0.5 ** (top - depth), rtol=1e-4, atol=1e-7,
                                err_msg=str(names))
   assert depths == {0, 1, 2, 3}  # The state's paths reach every depth.
