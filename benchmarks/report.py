@@ -63,6 +63,12 @@ def markdown(r):
   lines.append('- genre_jax train step: ' + r.get(
       'train_step', 'an `nnx.jit` call on the model and optimizer objects (the code before '
       '`trainer.TrainStep`; these figures predate it)'))
+  kept = [row['jax'].get('keep_freed_memory') for row in r['rows']]
+  if any(kept):
+    lines.append('- host memory: every worker process, genre_jax and PyTorch alike, first calls '
+                 '`genre_jax.host.keep_freed_memory()`, as the genre_jax commands do (glibc keeps '
+                 'freed blocks for the next step instead of returning them to the kernel and '
+                 'page-faulting them back; see `genre_jax/host.py`)')
   if r.get('note'):
     lines.append(f'- note: {r["note"]}')
   if m.get('gpus'):

@@ -171,7 +171,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
   import matplotlib
   matplotlib.use('Agg')
-  from genre_jax import inference
+  from genre_jax import host, inference
+  host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()
   runs = pathlib.Path(args.runs)
   t0 = time.time()

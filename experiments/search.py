@@ -392,7 +392,8 @@ def main(argv=None):
                       help='then retrain the K best seed-0 trials with seeds 1 and 2')
   parser.add_argument('--workroot', default='runs/search')
   args = parser.parse_args(argv)
-  from genre_jax import inference
+  from genre_jax import host, inference
+  host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()
   for arch in args.arch:
     results = search(arch, args.trials, args.timeout, pathlib.Path(args.workroot))

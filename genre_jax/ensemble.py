@@ -34,6 +34,7 @@ from absl import logging
 import numpy as np
 
 from genre_jax import errors
+from genre_jax import host
 from genre_jax import thresholds as thresholds_lib
 from genre_jax.errors import GenreJaxError
 
@@ -228,6 +229,7 @@ def main(argv):
   members = list(FLAGS.members) + list(argv[1:])  # --members a b c: b and c arrive as arguments.
   check_count(members)
   from genre_jax import inference  # After flag parsing: fast --help and argument errors.
+  host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()
   build(FLAGS.workdir, members, per_genre=FLAGS.per_genre, weights=FLAGS.weights)
 

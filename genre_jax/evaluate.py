@@ -16,6 +16,7 @@ from absl import flags
 from absl import logging
 
 from genre_jax import errors
+from genre_jax import host
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Workdir of a trained run or of an ensemble.')
@@ -34,6 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise errors.GenreJaxError(f'unexpected arguments: {" ".join(argv[1:])}')
   from genre_jax import evaluation, inference
+  host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()
   run = inference.load_run(FLAGS.workdir)
   if FLAGS.path or FLAGS.dataset:

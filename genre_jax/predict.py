@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 
 from genre_jax import errors
+from genre_jax import host
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Workdir of a trained run or of an ensemble.')
@@ -46,6 +47,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Quiet orbax; progress is printed.
   texts = read_texts(argv, FLAGS.input)
   from genre_jax import inference, thresholds
+  host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()
   run = inference.load_run(FLAGS.workdir)
   probs = run.probs(texts)

@@ -12,6 +12,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from genre_jax import errors
+from genre_jax import host
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the report.')
@@ -26,6 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise errors.GenreJaxError(f'unexpected arguments: {" ".join(argv[1:])}')
   from genre_jax import inference, parallel, trainer  # After flag parsing: fast --help.
+  host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()
   if FLAGS.distributed:
     parallel.initialize_distributed()
