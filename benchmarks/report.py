@@ -107,6 +107,15 @@ def markdown(r):
                    f'| {_f(t and t["examples_per_second"])} | {_f(ratio, 2)} '
                    f'| {_ok(ok) if ratio is not None else "—"} |')
 
+  faults = {fw: [s['page_faults_per_step'] for row in r['rows'] if row[fw]
+                 for s in row[fw]['steps'].values() if 'page_faults_per_step' in s]
+            for fw in ('jax', 'torch')}
+  if faults['jax']:
+    lines += ['', 'Minor page faults per train step (`getrusage`, 20 steps after the timed runs): '
+              + '; '.join(f'{name} {min(f):,.1f}–{max(f):,.1f}' for name, f in
+                          (('genre_jax', faults['jax']), ('PyTorch', faults['torch'])) if f)
+              + ' (see `genre_jax/host.py`).']
+
   # ---- Epoch ----------------------------------------------------------------------------------
   lines += ['', '## One training epoch, end to end', '',
             'Batching, host-to-device transfer and the train steps of one epoch of the training '

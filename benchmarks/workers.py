@@ -81,6 +81,18 @@ def timed_repeats(run_steps, spec):
   return statistics.median(times), times
 
 
+def page_faults_per_step(run_steps, steps=20):
+  """Minor page faults of this process per train step, over `steps` more steps (`getrusage`).
+
+  About zero when freed memory is reused (`genre_jax.host.keep_freed_memory`); thousands a step
+  when each step's large buffers are fresh pages from the kernel.
+  """
+  import resource
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  run_steps(steps)
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+
 def matmul_timer(n=None):
   """A function that times one n x n x n float32 jnp.matmul and returns its GFLOP/s (compiled
   and warmed up here), and n.
@@ -178,7 +190,7 @@ def jax_train(spec):
     med, times = timed_repeats(run_steps, spec)
     row = {'batch_size': bs, 'length': max_length, 'seconds_per_step': med,
            'examples_per_second': bs / med, 'repeat_seconds_per_step': times,
-           'first_step_seconds': first}
+           'first_step_seconds': first, 'page_faults_per_step': page_faults_per_step(run_steps)}
     if config.model.name == 'cnn':
       row['flops_per_step'] = cnn_train_flops(config, bs, max_length)
       row['gflops'] = row['flops_per_step'] / med / 1e9
@@ -394,7 +406,8 @@ def torch_train(spec):
 
     med, times = timed_repeats(run_steps, spec)
     out['steps'][str(bs)] = {'batch_size': bs, 'length': max_length, 'seconds_per_step': med,
-                             'examples_per_second': bs / med, 'repeat_seconds_per_step': times}
+                             'examples_per_second': bs / med, 'repeat_seconds_per_step': times,
+                             'page_faults_per_step': page_faults_per_step(run_steps)}
 
   # One epoch with a plain padded pipeline: shuffle, slice, pad to max_length (as Keras did).
   if spec.get('epoch', True):

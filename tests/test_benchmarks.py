@@ -84,6 +84,33 @@ def test_report_says_how_the_matmul_was_measured():
   assert '`cnn` batch 32: 100.00 ms → 60.00 ms (the table: 40% of the step)' in text
 
 
+def test_report_shows_host_memory_setting_and_page_faults():
+  from benchmarks import report
+  results = _results()
+  text = report.markdown(results)
+  assert 'keep_freed_memory' not in text and 'page faults' not in text  # Older result files.
+  results['rows'][0]['jax'].update(keep_freed_memory=True)
+  results['rows'][0]['jax']['steps']['32']['page_faults_per_step'] = 0.5
+  results['rows'][0]['torch']['steps']['32']['page_faults_per_step'] = 2700.0
+  text = report.markdown(results)
+  assert 'first calls `genre_jax.host.keep_freed_memory()`' in text
+  assert 'genre_jax 0.5–0.5; PyTorch 2,700.0–2,700.0' in text
+
+
+def test_page_faults_per_step_counts_fresh_pages():
+  import mmap
+  from benchmarks import workers
+  assert workers.page_faults_per_step(lambda k: None, steps=4) < 1
+
+  def touch_fresh_pages(k):  # A new 16 MB anonymous mapping a step, one byte written per page.
+    for _ in range(k):
+      with mmap.mmap(-1, 16 << 20) as m:
+        for offset in range(0, len(m), mmap.PAGESIZE):
+          m[offset] = 1
+
+  assert workers.page_faults_per_step(touch_fresh_pages, steps=3) > 1000
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec('torch') is None,
                     reason="PyTorch not installed (pip install '.[bench]')")
