@@ -69,6 +69,9 @@ def markdown(r):
                  '`genre_jax.host.keep_freed_memory()`, as the genre_jax commands do (glibc keeps '
                  'freed blocks for the next step instead of returning them to the kernel and '
                  'page-faulting them back; see `genre_jax/host.py`)')
+  elif any(k is False for k in kept):
+    lines.append("- host memory: glibc malloc's defaults in every worker process (`--default-malloc`: "
+                 'no `genre_jax.host.keep_freed_memory()`), for comparison')
   if r.get('note'):
     lines.append(f'- note: {r["note"]}')
   if m.get('gpus'):
@@ -107,14 +110,14 @@ def markdown(r):
                    f'| {_f(t and t["examples_per_second"])} | {_f(ratio, 2)} '
                    f'| {_ok(ok) if ratio is not None else "—"} |')
 
-  faults = {fw: [s['page_faults_per_step'] for row in r['rows'] if row[fw]
-                 for s in row[fw]['steps'].values() if 'page_faults_per_step' in s]
+  faults = {fw: [f'{row["config"]} {s["page_faults_per_step"]:,.1f}' for row in r['rows']
+                 if row[fw] for s in row[fw]['steps'].values() if 'page_faults_per_step' in s]
             for fw in ('jax', 'torch')}
   if faults['jax']:
-    lines += ['', 'Minor page faults per train step (`getrusage`, 20 steps after the timed runs): '
-              + '; '.join(f'{name} {min(f):,.1f}–{max(f):,.1f}' for name, f in
-                          (('genre_jax', faults['jax']), ('PyTorch', faults['torch'])) if f)
-              + ' (see `genre_jax/host.py`).']
+    lines += ['', 'Minor page faults per train step (`getrusage`, 20 steps after the timed runs; '
+              'see `genre_jax/host.py`): '
+              + '; '.join(f'{name}: ' + ', '.join(f) for name, f in
+                          (('genre_jax', faults['jax']), ('PyTorch', faults['torch'])) if f) + '.']
 
   # ---- Epoch ----------------------------------------------------------------------------------
   lines += ['', '## One training epoch, end to end', '',

@@ -196,6 +196,9 @@ def main(argv=None):
                       'figures) of the existing --json file for configurations not run now')
   parser.add_argument('--skip-inference', action='store_true',
                       help='do not measure evaluate / predict (kept from the file with --append)')
+  parser.add_argument('--default-malloc', action='store_true',
+                      help="leave glibc malloc's defaults in the train-step workers (no "
+                      'genre_jax.host.keep_freed_memory), to see what that setting changes')
   args = parser.parse_args(argv)
   backend = jax_backend()
   if args.json is None:
@@ -238,6 +241,7 @@ def main(argv=None):
       spec = {'config': name, 'data': str(data), 'batch_sizes': sizes,
               'breakdown': args.quick,  # Quick: break down the only row in the same process.
               'trace_dir': str(tmp / f'trace_{name}'),
+              'keep_freed_memory': not args.default_malloc,
               **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds', 'epoch_repeats')}}
       row = {'config': name, 'vocab_size': vocab, 'jax': worker('jax_train', spec)}
       row['torch'] = worker('torch_train', spec) if torch_ok else None
@@ -256,6 +260,7 @@ def main(argv=None):
       data, _ = prepare_data(tmp, mode['max_train'], name)
       spec = {'config': name, 'data': str(data), 'batch_sizes': [], 'epoch': False,
               'breakdown': True, 'trace_dir': str(tmp / f'trace_{name}'),
+              'keep_freed_memory': not args.default_malloc,
               **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds')}}
       breakdown = worker('jax_train', spec)['breakdown']
     results['breakdown'] = {'config': name, **breakdown}

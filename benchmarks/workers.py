@@ -471,7 +471,8 @@ KINDS = {'jax_train': jax_train, 'torch_train': torch_train, 'evaluate': evaluat
 if __name__ == '__main__':
   kind, spec = sys.argv[1], json.loads(sys.argv[2])
   from genre_jax import host
-  kept = host.keep_freed_memory()  # Both frameworks alike, as every genre_jax command does.
+  # Both frameworks alike, as every genre_jax command does (unless run.py --default-malloc).
+  kept = host.keep_freed_memory() if spec.get('keep_freed_memory', True) else False
   result = KINDS[kind](spec)
   result['keep_freed_memory'] = kept
   print('RESULT ' + json.dumps(result))

@@ -11,9 +11,14 @@ three thresholds keeps freed memory in the process for the next step:
   M_TRIM_THRESHOLD  the heap's free top is not given back (`sbrk`/`madvise`);
   M_TOP_PAD         a thread's heap is not deleted when it empties.
 
-The process keeps its peak memory instead of shrinking between steps. Elsewhere (macOS, musl) the
-call does nothing. Every command line entry point calls `keep_freed_memory()` first; so does the
-benchmark, for genre_jax and the PyTorch reference alike.
+A block larger than a thread's heap (64 MB) is still mapped afresh each time: the tuned LSTM's step
+keeps about 20,000 faults (`python -m benchmarks.run` reports faults per step). Sending every thread
+to one arena (M_ARENA_MAX=1) removed those too, but its step was no faster (157-180 ms against
+135-183 ms, too noisy to tell), so it is not set. The process keeps its peak memory instead of
+shrinking between steps. Elsewhere (macOS, musl) the call does nothing.
+
+Every command line entry point calls `keep_freed_memory()` first; so does the benchmark, for
+genre_jax and the PyTorch reference alike.
 """
 
 import ctypes

@@ -94,7 +94,9 @@ def test_report_shows_host_memory_setting_and_page_faults():
   results['rows'][0]['torch']['steps']['32']['page_faults_per_step'] = 2700.0
   text = report.markdown(results)
   assert 'first calls `genre_jax.host.keep_freed_memory()`' in text
-  assert 'genre_jax 0.5–0.5; PyTorch 2,700.0–2,700.0' in text
+  assert 'genre_jax: cnn 0.5; PyTorch: cnn 2,700.0.' in text
+  results['rows'][0]['jax'].update(keep_freed_memory=False)
+  assert "glibc malloc's defaults in every worker process" in report.markdown(results)
 
 
 def test_page_faults_per_step_counts_fresh_pages():
