@@ -183,3 +183,21 @@ def test_tuned_weights_are_saved_and_used_by_the_loaded_ensemble(members, tmp_pa
   (workdir / 'ensemble.json').write_text(json.dumps(spec))
   with pytest.raises(GenreJaxError, match='"weights" must be 2 non-negative numbers'):
     inference.load_run(workdir)
+
+
+
+def test_threshold_policy_command_scores_validation_halves_only(members, tmp_path, monkeypatch):
+  from experiments import threshold_policy
+  load_data = inference.Run.load_data
+
+  def without_test_split(run):  # Reading the test split would now fail.
+    data = load_data(run)
+    data.arrays['test'] = None
+    return data
+
+  monkeypatch.setattr(inference.Run, 'load_data', without_test_split)
+  out = tmp_path / 'cv.json'
+  threshold_policy.main([str(members[0]), '--repeats', '2', '--json', str(out)])
+  cv = json.loads(out.read_text())[str(members[0])]
+  assert set(cv) == {'global', 'global+at_least_one', 'per_genre', 'per_genre+at_least_one'}
+  assert all(0.0 < mean <= 1.0 and std >= 0.0 for mean, std in cv.values())
