@@ -22,6 +22,8 @@ Conventions:
 
 import numpy as np
 
+from genre_jax import metrics
+
 DEFAULT_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
@@ -225,13 +227,10 @@ def cross_validate(y_true: np.ndarray, y_score: np.ndarray, *, folds: int = 2,
   scores = {p: [] for p in POLICIES}
   for r in range(repeats):
     for fit, held in KFold(folds, shuffle=True, random_state=seed + r).split(y_score):
-      for policy in POLICIES:
-        at_least_one = policy.endswith('+at_least_one')
-        t = tune_global(y_true[fit], y_score[fit], grid, at_least_one)
-        if policy.startswith('per_genre'):
-          t = tune_per_genre(y_true[fit], y_score[fit], grid, fallback=t)
-        pred = apply(y_score[held], t, at_least_one).astype(bool)
-        tp = int((pred & y_true[held]).sum())
-        wrong = int((pred ^ y_true[held]).sum())  # fp + fn
-        scores[policy].append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+      for at_least_one, suffix in ((False, ''), (True, '+at_least_one')):
+        best = tune_global(y_true[fit], y_score[fit], grid, at_least_one)
+        per = tune_per_genre(y_true[fit], y_score[fit], grid, fallback=best)
+        for name, t in (('global', best), ('per_genre', per)):
+          pred = apply(y_score[held], t, at_least_one)
+          scores[name + suffix].append(metrics.multilabel_metrics(y_true[held], pred)['micro_f1'])
   return {p: (float(np.mean(s)), float(np.std(s))) for p, s in scores.items()}

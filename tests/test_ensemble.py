@@ -185,7 +185,6 @@ def test_tuned_weights_are_saved_and_used_by_the_loaded_ensemble(members, tmp_pa
     inference.load_run(workdir)
 
 
-
 def test_threshold_policy_command_scores_validation_halves_only(members, tmp_path, monkeypatch):
   from experiments import threshold_policy
   load_data = inference.Run.load_data
