@@ -62,7 +62,7 @@ def markdown(r):
             ]
   lines.append('- genre_jax train step: ' + r.get(
       'train_step', 'an `nnx.jit` call on the model and optimizer objects (the code before '
-      '`trainer.TrainStep`; these figures predate it)'))
+      '`train_step.TrainStep`; these figures predate it)'))
   kept = [row['jax'].get('keep_freed_memory') for row in r['rows']]
   if any(kept):
     lines.append('- host memory: every worker process, genre_jax and PyTorch alike, first calls '

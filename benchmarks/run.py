@@ -34,7 +34,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
 CONFIGS = ('seed_lstm', 'seed_cnn', 'seed_cnn_lstm', 'lstm', 'cnn', 'cnn_lstm')
 # How genre_jax runs a train step (recorded with the results; earlier files have none).
-TRAIN_STEP = 'trainer.TrainStep: one jax.jit call on the split state of model and optimizer'
+TRAIN_STEP = 'train_step.TrainStep: one jax.jit call on the split state of model and optimizer'
 SYNOPSIS = ('A retired hitman is pulled back into the criminal underworld when a gang kills the '
             'dog his late wife left him.')
 

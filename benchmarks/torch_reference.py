@@ -1,7 +1,7 @@
 """The genre_jax architectures written in eager PyTorch (CPU or CUDA), for the benchmarks only.
 
 Same shapes, masking, loss and optimizer as genre_jax (`genre_jax.models`, `genre_jax.losses`,
-`genre_jax.trainer.make_optimizer`), written the usual PyTorch way: `nn.Embedding`, `nn.Conv1d`
+`genre_jax.optim.make_optimizer`), written the usual PyTorch way: `nn.Embedding`, `nn.Conv1d`
 ('same' padding, inputs zeroed at padded positions), `nn.LSTM` over packed sequences, masked
 pooling, `BCEWithLogitsLoss` averaged over the real rows, `torch.optim` with a `LambdaLR`
 schedule and `clip_grad_norm_`. PyTorch is an optional benchmark dependency (`pip install
@@ -128,7 +128,7 @@ class Classifier(nn.Module):
 
 
 def make_optimizer(config, model, steps_per_epoch):
-  """torch.optim equivalent of `genre_jax.trainer.make_optimizer` (optax defaults)."""
+  """torch.optim equivalent of `genre_jax.optim.make_optimizer` (optax defaults)."""
   lr = config.learning_rate
   params = list(model.parameters())
   if config.optimizer == 'adamw':

@@ -153,7 +153,7 @@ def jax_train(spec):
   jax.config.update('jax_enable_compilation_cache', False)  # Compile times measured cold.
   import numpy as np
   from flax import nnx
-  from genre_jax import inference, models, parallel, trainer
+  from genre_jax import inference, models, optim, parallel, train_step
   from genre_jax.data import batching, pipeline
 
   config = load_config(spec['config'], spec.get('overrides', {}))
@@ -171,14 +171,14 @@ def jax_train(spec):
                                  num_labels=num_labels, pad_id=0,
                                  rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     model.train()
-    optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, steps_per_epoch), wrt=wrt)
+    optimizer = nnx.Optimizer(model, optim.make_optimizer(config, steps_per_epoch), wrt=wrt)
     parallel.replicate(model, mesh)
     parallel.replicate(optimizer, mesh)
     return model, optimizer
 
   for bs in spec['batch_sizes']:
     model, optimizer = fresh()
-    step = trainer.TrainStep(model, optimizer, nnx.Param)
+    step = train_step.TrainStep(model, optimizer, nnx.Param)
     batches = [parallel.shard_batch(b, mesh) for b in fixed_batches(data, bs, 8)]
     t = time.perf_counter()
     jax.block_until_ready(step(batches[0], None))
@@ -201,7 +201,7 @@ def jax_train(spec):
       # What the embedding table costs: the same step with the table frozen (no embedding
       # gradient, so no input-gradient matmuls, no scatter, no update of the table and moments).
       frozen = nnx.All(nnx.Param, nnx.Not(nnx.PathContains('embed')))
-      run_frozen = step_runner(trainer.TrainStep(*fresh(frozen), frozen), batches)
+      run_frozen = step_runner(train_step.TrainStep(*fresh(frozen), frozen), batches)
       run_frozen(spec['warmup'] + 1)  # Compilation and warm-up.
       row['seconds_per_step_embedding_frozen'] = timed_repeats(run_frozen, spec)[0]
       if spec.get('trace_dir'):  # Where a CNN step's time goes, operation by operation.
@@ -228,7 +228,7 @@ def jax_train(spec):
   # One end-to-end epoch with the real pipeline (bucketing per config), as trainer.py runs it.
   if spec.get('epoch', True):
     model, optimizer = fresh()
-    step = trainer.TrainStep(model, optimizer, nnx.Param)
+    step = train_step.TrainStep(model, optimizer, nnx.Param)
     train = pipeline.SplitArrays(ids=[''] * len(data['lengths']), texts=[''] * len(data['lengths']),
                                  tokens=data['tokens'], lengths=data['lengths'],
                                  labels=data['labels'])
@@ -269,7 +269,7 @@ def jax_breakdown(config, data, mesh, fresh, spec):
   """Milliseconds per call of forward, forward + backward, and the full step (fixed shapes)."""
   import jax
   from flax import nnx
-  from genre_jax import losses, parallel, trainer
+  from genre_jax import losses, optim, parallel, train_step
 
   model, optimizer = fresh()
   bs = config.batch_size
@@ -287,7 +287,7 @@ def jax_breakdown(config, data, mesh, fresh, spec):
                                 batch['mask'])
     return nnx.value_and_grad(loss_fn)(model)
 
-  step = trainer.TrainStep(model, optimizer, nnx.Param)
+  step = train_step.TrainStep(model, optimizer, nnx.Param)
   fns = {'forward': lambda: forward(model, batch),
          'forward_backward': lambda: forward_backward(model, batch),
          'train_step': lambda: step(batch, None)}

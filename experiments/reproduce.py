@@ -56,7 +56,7 @@ def selected_rows(rows=None):
 def build_ensembles(runs: pathlib.Path, seeds, timings: dict) -> None:
   """Each ensemble of experiments.report.ENSEMBLES, per seed, once all its members are finished
   (and again when a member finished after the ensemble was built)."""
-  from genre_jax import ensemble
+  from genre_jax import ensembling
   for name, label, members, weights in report_lib.ENSEMBLES:
     for seed in seeds:
       dirs = [runs / row / f'seed{seed}' for row in members]
@@ -70,7 +70,7 @@ def build_ensembles(runs: pathlib.Path, seeds, timings: dict) -> None:
         continue
       print(f'== {label} seed {seed}: building from {", ".join(map(str, dirs))}', flush=True)
       t0 = time.time()
-      report = ensemble.build(workdir, [str(d) for d in dirs], weights=weights)
+      report = ensembling.build(workdir, [str(d) for d in dirs], weights=weights)
       timings['runs'][f'{name}/seed{seed}'] = round(time.time() - t0, 1)
       _save_timings(runs, timings)
       print(f'== {label} seed {seed}: test micro-F1 {report["test"]["micro_f1"]:.4f} '

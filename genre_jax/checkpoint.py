@@ -1,89 +1,179 @@
-"""Orbax checkpoints of a run: parameters, optimizer state and the run's metadata.
+"""A run's checkpoints and the protocol that commits an epoch in one atomic step.
 
-A workdir holds two orbax `CheckpointManager` directories:
-  checkpoints/  the latest epoch (parameters + optimizer state [+ the parameters' moving average,
-                with config.ema_decay]), used to resume;
-  best/         the epoch with the best validation metric (parameters only), used by evaluate / predict.
-Each checkpoint also stores a JSON item `meta` with everything needed to rebuild and use the run
-without the original data files: config, tokenizer (vocabulary), label set, data split (record ids),
-epoch, step, metric history and early-stopping state, and (in best/) the tuned thresholds.
-Orbax writes each step to a temporary directory and renames it when complete, so a run killed at any
-moment leaves either the previous or the new checkpoint, never a broken one.
+A run's workdir holds:
+  checkpoints/STEP/  parameters + optimizer state [+ moving average] after the epoch ending at STEP
+  best/STEP/         parameters of the best epoch so far (what evaluate and predict use)
+  commit.json        THE commit point: the checkpoints/ and best/ steps that are current, with the
+                     SHA-256 of each of their files, and the epoch they belong to
+  metrics.jsonl      one line per committed epoch, rewritten from the committed history
+Each checkpoint is an orbax directory with the arrays (`state`) and a JSON item `meta`: config,
+tokenizer, label set, data split, epoch, step, metric history, early-stopping state.
+
+`commit_epoch` writes an epoch in this order (each point is named in `faults.POINTS`):
+  1. best/STEP when the epoch improved, 2. checkpoints/STEP (orbax writes each to a temporary
+  directory and renames it), 3. commit.json (a temporary file, then a rename): the commit,
+  4. metrics.jsonl, 5. deletes the steps commit.json no longer names.
+A writer that opens the workdir calls `recover`, which deletes whatever commit.json does not name,
+so a kill or a full disk at any instant leaves the last committed epoch, and rerunning the command
+redoes only the unfinished one. Readers open only the steps commit.json names, after checking
+their checksums: a truncated or garbled file is named instead of failing inside tensorstore. The
+checkpoints/ step before the newest is kept too: if the newest is corrupt, training resumes from
+the one before, saying so. Arrays are restored with the current mesh's (replicated) shardings, so
+a run moves freely between machines with different device counts.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import pathlib
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from genre_jax import faults
+from genre_jax import workdir as workdir_lib
 from genre_jax.errors import GenreJaxError
 
 LATEST, BEST = 'checkpoints', 'best'
+COMMIT_FILE, METRICS_FILE = 'commit.json', 'metrics.jsonl'
+FORMAT = 1
 
 
-def _manager(directory: pathlib.Path) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True, enable_async_checkpointing=False)
-  return ocp.CheckpointManager(directory.absolute(), options=options)
+@functools.lru_cache(maxsize=1)
+def _checkpointer() -> ocp.Checkpointer:
+  return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
-def _abstract(tree):
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+def _digest(directory: pathlib.Path) -> dict[str, str]:
+  """{path relative to `directory`: SHA-256} of every file below it."""
+  out = {}
+  for path in sorted(p for p in directory.rglob('*') if p.is_file()):
+    with open(path, 'rb') as f:
+      out[str(path.relative_to(directory))] = hashlib.file_digest(f, 'sha256').hexdigest()
+  return out
+
+
+def _steps(directory: pathlib.Path) -> list[int]:
+  """The finished orbax step directories in `directory`, oldest first."""
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir()
+                if p.name.isdigit() and (p / '_CHECKPOINT_METADATA').exists())
+
+
+def _arrays(model: nnx.Module, optimizer=None, ema=None) -> dict[str, Any]:
+  state = {'params': nnx.state(model, nnx.Param)}
+  if optimizer is not None:
+    state['optimizer'] = nnx.state(optimizer)
+  if ema is not None:
+    state['ema'] = nnx.state(ema, nnx.Param)
+  return state
 
 
 class RunCheckpoints:
-  """The `checkpoints/` and `best/` managers of one workdir."""
+  """The committed checkpoints of one run's workdir (see the module docstring)."""
 
   def __init__(self, workdir: str | pathlib.Path):
     self.workdir = pathlib.Path(workdir)
-    self._managers: dict[str, ocp.CheckpointManager] = {}
+    self._record: dict[str, Any] | None = None
 
-  def manager(self, kind: str) -> ocp.CheckpointManager:
-    if kind not in self._managers:
-      self._managers[kind] = _manager(self.workdir / kind)
-    return self._managers[kind]
+  # ---- Reading ---------------------------------------------------------------------------------
+
+  @property
+  def record(self) -> dict[str, Any] | None:
+    """commit.json: {'epoch', 'latest', 'previous', 'best'}, each entry {'step', 'files'}."""
+    if self._record is None:
+      self._record = self._read_record()
+    return self._record
+
+  def _read_record(self) -> dict[str, Any] | None:
+    path = self.workdir / COMMIT_FILE
+    if not path.exists():  # No epoch committed yet, or a workdir from before commit.json.
+      return None if (self.workdir / workdir_lib.MARKER).exists() else self._legacy_record()
+    try:
+      record = json.loads(path.read_text())
+      assert record['format'] <= FORMAT and (record['latest'] or record['best'])
+    except (ValueError, KeyError, TypeError, AssertionError) as e:
+      raise GenreJaxError(f'{path} is unreadable or not a commit record ({e!r}); the workdir '
+                          'cannot tell which checkpoint is current. Restore the file from a '
+                          'backup or start afresh with a new --workdir.') from None
+    return record
+
+  def _legacy_record(self) -> dict[str, Any] | None:
+    """Workdirs without commit.json: the newest finished steps (best not newer than latest)."""
+    latest = _steps(self.workdir / LATEST)
+    if not latest:
+      best = _steps(self.workdir / BEST)
+      return None if not best else {'format': FORMAT, 'epoch': None, 'latest': None,
+                                    'previous': None, 'best': {'step': best[-1], 'files': None}}
+    best = [s for s in _steps(self.workdir / BEST) if s <= latest[-1]]
+    return {'format': FORMAT, 'epoch': None, 'latest': {'step': latest[-1], 'files': None},
+            'previous': None,
+            'best': {'step': best[-1], 'files': None} if best else None}
 
   def exists(self, kind: str = LATEST) -> bool:
-    d = self.workdir / kind
-    return d.is_dir() and self.manager(kind).latest_step() is not None
+    return self.record is not None and self.record.get('latest' if kind == LATEST else 'best')
 
-  def save(self, kind: str, step: int, model: nnx.Module, meta: dict[str, Any],
-           optimizer: nnx.Optimizer | None = None, *, ema: nnx.Module | None = None) -> None:
-    state = {'params': nnx.state(model, nnx.Param)}
-    if optimizer is not None:
-      state['optimizer'] = nnx.state(optimizer)
-    if ema is not None:
-      state['ema'] = nnx.state(ema, nnx.Param)
-    self.manager(kind).save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self.manager(kind).wait_until_finished()
-
-  def read_meta(self, kind: str = LATEST) -> dict[str, Any]:
-    """The JSON metadata of the newest checkpoint of `kind` (no arrays are read)."""
+  def _entry(self, kind: str) -> dict[str, Any]:
     if not self.exists(kind):
       raise GenreJaxError(self._missing(kind))
-    manager = self.manager(kind)
-    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))
-    return restored['meta']
+    return self.record['latest' if kind == LATEST else 'best']
 
-  def restore(self, kind: str, model: nnx.Module, optimizer: nnx.Optimizer | None = None, *,
+  def _verified(self, kind: str, entry: dict[str, Any]) -> pathlib.Path:
+    """The step directory of `entry`, after checking every file against its checksum."""
+    directory = self.workdir / kind / str(entry['step'])
+    if not directory.is_dir():
+      raise GenreJaxError(f'the committed checkpoint {directory} is missing (deleted by hand?).'
+                          + self._hint(kind))
+    for name, digest in (entry.get('files') or {}).items():
+      path = directory / name
+      if not path.is_file():
+        raise GenreJaxError(f'checkpoint file {path} is missing.' + self._hint(kind))
+      with open(path, 'rb') as f:
+        if hashlib.file_digest(f, 'sha256').hexdigest() != digest:
+          raise GenreJaxError(f'checkpoint file {path} is corrupt (its checksum differs from the '
+                              'one recorded when it was written).' + self._hint(kind))
+    return directory
+
+  def _hint(self, kind: str) -> str:
+    if kind == BEST:
+      return (' The best epoch cannot be used; retrain (a new --workdir) or restore the workdir '
+              'from a backup.')
+    return (' Training cannot resume from it; evaluate and predict still use best/ if it is '
+            'intact. Start afresh with a new --workdir.')
+
+  def _restore(self, kind: str, directory: pathlib.Path, args: dict[str, Any]) -> dict[str, Any]:
+    try:
+      return _checkpointer().restore(directory, args=ocp.args.Composite(**args))
+    except GenreJaxError:
+      raise
+    except Exception as e:  # Workdirs without checksums: a damaged file surfaces here.
+      first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+      raise GenreJaxError(f'checkpoint {directory} cannot be read ({first}).'
+                          + self._hint(kind)) from None
+
+  def read_meta(self, kind: str = LATEST, entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON metadata of the committed checkpoint of `kind` (or of `entry`); no arrays."""
+    directory = self._verified(kind, entry or self._entry(kind))
+    return self._restore(kind, directory, {'meta': ocp.args.JsonRestore()})['meta']
+
+  def restore(self, kind: str, mesh: Mesh, model: nnx.Module,
+              optimizer: nnx.Optimizer | None = None, *,
               ema: nnx.Module | None = None) -> dict[str, Any]:
-    """Restores arrays in place into `model` (and `optimizer`, `ema`); returns the metadata."""
-    if not self.exists(kind):
-      raise GenreJaxError(self._missing(kind))
-    manager = self.manager(kind)
-    target = {'params': nnx.state(model, nnx.Param)}
-    if optimizer is not None:
-      target['optimizer'] = nnx.state(optimizer)
-    if ema is not None:
-      target['ema'] = nnx.state(ema, nnx.Param)
-    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()))
+    """Restores the committed arrays of `kind` into `model` (and `optimizer`, `ema`), replicated
+    over `mesh` whatever the device count they were saved from; returns the metadata."""
+    directory = self._verified(kind, self._entry(kind))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          _arrays(model, optimizer, ema))
+    restored = self._restore(kind, directory, {'state': ocp.args.StandardRestore(target),
+                                               'meta': ocp.args.JsonRestore()})
     nnx.update(model, restored['state']['params'])
     if optimizer is not None:
       nnx.update(optimizer, restored['state']['optimizer'])
@@ -98,3 +188,115 @@ class RunCheckpoints:
     return (f'workdir {self.workdir} holds no {what} checkpoint ({self.workdir / kind} is missing '
             'or empty). Train first: python -m genre_jax.train --config CONFIG --workdir '
             f'{self.workdir}')
+
+  # ---- Writing (under the workdir's lock) --------------------------------------------------------
+
+  def recover(self) -> dict[str, Any] | None:
+    """Deletes everything newer than (or left over from before) the last commit, rewrites
+    metrics.jsonl from it, and returns its metadata (None for a fresh workdir).
+
+    When the newest checkpoints/ step is corrupt and the one before is intact, the commit is
+    rolled back to that one (the unfinished epoch is then trained again)."""
+    record = self.record
+    workdir_lib.remove_temporaries(self.workdir)
+    if record is not None and record['latest'] is None:
+      raise GenreJaxError(f'workdir {self.workdir} holds a best checkpoint but no training '
+                          'checkpoint to resume from; train in a new --workdir.')
+    if record is None:
+      self._collect()
+      return None
+    try:
+      meta = self.read_meta(LATEST)
+    except GenreJaxError as e:
+      meta = self._previous_meta(record, e)
+      print(f'warning: {e} Resuming from the previous epoch\'s checkpoint '
+            f'{self.workdir / LATEST / str(meta["step"])}.', flush=True)
+      self._write_record({**record, 'latest': record['previous'], 'previous': None,
+                          'epoch': meta['epoch']})
+    if record['latest'].get('files') is None:  # A workdir without commit.json: give it one.
+      self._write_record({**self._with_digests(record), 'epoch': meta['epoch']})
+    self._collect()
+    self._write_metrics(meta['history'])
+    return meta
+
+  def _previous_meta(self, record: dict[str, Any], error: GenreJaxError) -> dict[str, Any]:
+    """The metadata of the checkpoint before the newest, or `error` when it is unusable too."""
+    if not record.get('previous'):
+      raise error
+    try:
+      return self.read_meta(LATEST, record['previous'])
+    except GenreJaxError:
+      raise error from None
+
+  def _with_digests(self, record: dict[str, Any]) -> dict[str, Any]:
+    out = dict(record)
+    for key, kind in (('latest', LATEST), ('previous', LATEST), ('best', BEST)):
+      if record.get(key):
+        out[key] = {'step': record[key]['step'],
+                    'files': _digest(self.workdir / kind / str(record[key]['step']))}
+    return out
+
+  def commit_epoch(self, meta: dict[str, Any], model: nnx.Module, optimizer: nnx.Optimizer, *,
+                   ema: nnx.Module | None = None, best: nnx.Module | None = None) -> None:
+    """Makes the epoch in `meta` current in one step (see the module docstring).
+
+    Args:
+      meta: the run's metadata after the epoch (its 'step', 'epoch' and 'history').
+      model, optimizer, ema: the training state to resume from.
+      best: the parameters to keep as the best epoch, or None when the epoch did not improve.
+    """
+    faults.reached('epoch_begin_commit')
+    step, record = meta['step'], self.record or {}
+    new = {'format': FORMAT, 'epoch': meta['epoch'], 'previous': record.get('latest'),
+           'best': record.get('best')}
+    if best is not None:
+      new['best'] = self._save(BEST, step, _arrays(best), meta)
+      faults.reached('epoch_best_saved')
+    new['latest'] = self._save(LATEST, step, _arrays(model, optimizer, ema), meta)
+    faults.reached('epoch_latest_saved')
+    self._write_record(new, before_rename=lambda: faults.reached('commit_tmp_written'))
+    faults.reached('epoch_committed')
+    self._write_metrics(meta['history'])
+    faults.reached('epoch_metrics_written')
+    self._collect()
+    faults.reached('epoch_collected')
+
+  def write_best_only(self, step: int) -> None:
+    """Commits a copied best/STEP as the only checkpoint (an ensemble member's copy)."""
+    files = _digest(self.workdir / BEST / str(step))
+    self._write_record({'format': FORMAT, 'epoch': None, 'latest': None, 'previous': None,
+                        'best': {'step': step, 'files': files}})
+
+  def _save(self, kind: str, step: int, arrays: dict[str, Any],
+            meta: dict[str, Any]) -> dict[str, Any]:
+    directory = self.workdir / kind / str(step)
+    directory.parent.mkdir(exist_ok=True)
+    try:
+      _checkpointer().save(directory, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
+    except BaseException:  # E.g. a full disk: stop orbax's threads before the error surfaces.
+      _checkpointer().close()
+      _checkpointer.cache_clear()
+      raise
+    return {'step': step, 'files': _digest(directory)}
+
+  def _write_record(self, record: dict[str, Any], **kwargs) -> None:
+    workdir_lib.write_json(self.workdir / COMMIT_FILE, record, **kwargs)
+    self._record = record
+
+  def _write_metrics(self, history: list[dict[str, Any]]) -> None:
+    workdir_lib.write_text(self.workdir / METRICS_FILE,
+                           ''.join(json.dumps(row) + '\n' for row in history))
+
+  def _collect(self) -> None:
+    """Deletes every entry of checkpoints/ and best/ that commit.json does not name."""
+    record = self.record or {}
+    keep = {LATEST: {e['step'] for e in (record.get('latest'), record.get('previous')) if e},
+            BEST: {record['best']['step']} if record.get('best') else set()}
+    for kind, steps in keep.items():
+      directory = self.workdir / kind
+      if not directory.is_dir():
+        continue
+      for path in directory.iterdir():
+        if not (path.name.isdigit() and int(path.name) in steps):
+          shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -3,11 +3,15 @@
 Every error a user can fix (a missing file, a bad column name, an unknown model) is raised as a
 `GenreJaxError` with a message that says what is wrong and how to fix it. Command-line entry
 points wrap their `main` with `run_cli`, which prints `error: <message>` to stderr and exits with
-status 2 instead of showing a traceback. Programming errors (anything else) still show a traceback.
+status 2 instead of showing a traceback, and parse their flags with `parse_flags`, which does the
+same for a mistyped flag or config field and a missing or broken config file. Programming errors
+(anything else) still show a traceback.
 """
 
 import functools
 import sys
+
+from absl import flags
 
 
 class GenreJaxError(Exception):
@@ -41,8 +45,34 @@ def run_cli(main_fn):
     try:
       return main_fn(*args, **kwargs)
     except GenreJaxError as e:
-      sys.stdout.flush()
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(EXIT_USER_ERROR)
+      _fail(str(e))
 
   return wrapper
+
+
+def _fail(message: str) -> None:
+  sys.stdout.flush()
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`app.run(main, flags_parser=errors.parse_flags)`), with every mistake
+  on the command line as one line and status 2: an unknown or mistyped flag, a config file that
+  is missing or does not run, an unknown config field (with ml_collections' "did you mean")."""
+  try:
+    rest = flags.FLAGS(argv)
+    for name in flags.FLAGS:  # A config file that failed to load raises on first use: now.
+      getattr(flags.FLAGS[name].value, 'to_dict', None)
+    return rest
+  except (flags.Error, SyntaxError, OSError, AttributeError, KeyError, TypeError,
+          ValueError) as e:
+    text = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
+    if len(text) > 1 and text[0] == text[-1] and text[0] in '\'"':
+      text = text[1:-1]
+    text = text.replace('Configuration is not available because of an earlier failure to load: '
+                        'Failed loading config file config_config', 'cannot load --config:')
+    text = text or type(e).__name__
+    if isinstance(e, SyntaxError):
+      text = f'the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}'
+    _fail(f'{text} (see --help).')

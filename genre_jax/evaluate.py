@@ -10,6 +10,7 @@ unknown to the run are reported and ignored. The last line of stdout is one JSON
 """
 
 import json
+import pathlib
 
 from absl import app
 from absl import flags
@@ -31,7 +32,7 @@ flags.mark_flag_as_required('workdir')
 
 @errors.run_cli
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # Quiet orbax; progress is printed.
+  logging.set_verbosity(logging.FATAL)  # orbax would log each failure again.
   if len(argv) > 1:
     raise errors.GenreJaxError(f'unexpected arguments: {" ".join(argv[1:])}')
   from genre_jax import evaluation, inference
@@ -44,12 +45,20 @@ def main(argv):
                                       genre_column=FLAGS.genre_column)
   else:
     result = evaluation.evaluate_test_split(run)
-  if FLAGS.output:
-    with open(FLAGS.output, 'w') as f:
-      json.dump(result, f, indent=1)
   print(evaluation.format_result(result))
-  print(json.dumps(result['summary']))
+  print(json.dumps(result['summary']), flush=True)
+  if FLAGS.output:  # After printing: a bad path loses no metrics.
+    write_output(FLAGS.output, result)
+
+
+def write_output(path: str, result) -> None:
+  from genre_jax import workdir
+  try:
+    workdir.write_json(pathlib.Path(path), result)
+  except OSError as e:
+    raise errors.GenreJaxError(f'--output {path} cannot be written ({e.strerror or e}); the '
+                               'metrics are printed above.') from None
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -1,6 +1,7 @@
-"""Scoring a loaded run or ensemble (see `inference.load_run`) on its test split or another file.
+"""The evaluation side: thresholds tuned on validation, the report of a run or an ensemble, its
+printed summary, and scoring a loaded run (see `inference.load_run`) on its test split or a file.
 
-Everything goes through `run.probs_and_loss(texts, labels)`, which `inference.Run` and
+Scoring goes through `run.probs_and_loss(texts, labels)`, which `inference.Run` and
 `inference.Ensemble` both implement, so each model tokenises the raw texts its own way.
 """
 
@@ -19,6 +20,108 @@ from genre_jax.errors import GenreJaxError
 SUMMARY_KEYS = ('micro_f1', 'macro_f1', 'samples_f1', 'weighted_f1', 'micro_precision',
                 'micro_recall', 'macro_precision', 'macro_recall', 'hamming_loss',
                 'subset_accuracy', 'micro_roc_auc', 'macro_roc_auc', 'map')
+
+
+def epoch_metrics(y_true: np.ndarray, probs: np.ndarray, at_least_one: bool) -> dict[str, float]:
+  """Validation metrics of one epoch at its own tuned global threshold (and at 0.5).
+
+  Args:
+    y_true: [n, G] labels; probs: [n, G] probabilities.
+  """
+  thr = thresholds_lib.tune_global(y_true, probs, at_least_one=at_least_one)
+  tuned = metrics_lib.multilabel_metrics(
+      y_true, thresholds_lib.apply(probs, thr, at_least_one), probs)
+  at_half = metrics_lib.multilabel_metrics(y_true, thresholds_lib.apply(probs, 0.5), None)
+  out = {k: tuned[k] for k in ('micro_f1', 'macro_f1', 'samples_f1', 'micro_precision',
+                               'micro_recall', 'map')}
+  out['threshold'] = thr
+  out['micro_f1@0.5'] = at_half['micro_f1']
+  return out
+
+
+def tune_thresholds(y_val: np.ndarray, val_probs: np.ndarray, classes: list[str], *,
+                    at_least_one: bool, per_genre: bool) -> dict[str, Any]:
+  """Thresholds tuned on validation, as written to `thresholds.json`.
+
+  Args:
+    y_val: [n, G] validation labels; val_probs: [n, G] validation probabilities.
+    classes: the G genre names.
+    at_least_one: predict the top genre of rows with none above threshold.
+    per_genre: also tune one threshold per genre (the global one is the fallback).
+  """
+  global_thr = thresholds_lib.tune_global(y_val, val_probs, at_least_one=at_least_one)
+  per = (thresholds_lib.tune_per_genre(y_val, val_probs, fallback=global_thr)
+         if per_genre else None)
+  return {'global': float(global_thr), 'at_least_one': at_least_one, 'tuned': True,
+          'per_genre': None if per is None else [float(t) for t in per], 'classes': classes}
+
+
+def report_metrics(thr: dict[str, Any], val, val_probs: np.ndarray, val_loss: float, test,
+                   test_probs: np.ndarray, test_loss: float,
+                   num_examples: int) -> dict[str, Any]:
+  """The report's entries from `thresholds` to `examples`, at thresholds fixed beforehand.
+
+  Args:
+    thr: from `tune_thresholds` (validation only).
+    val, test: `SplitArrays` (labels [n, G], ids, texts); *_probs: [n, G]; *_loss: mean loss.
+    num_examples: how many test examples to show.
+  """
+  classes, at_least_one = thr['classes'], thr['at_least_one']
+  chosen = thr['global'] if thr['per_genre'] is None else np.asarray(thr['per_genre'])
+  y_pred = thresholds_lib.apply(test_probs, chosen, at_least_one)
+  tuned = metrics_lib.multilabel_metrics(test.labels, y_pred, test_probs)
+  at_half = metrics_lib.multilabel_metrics(
+      test.labels, thresholds_lib.apply(test_probs, 0.5), test_probs)
+  return {
+      'thresholds': thr,
+      'validation': {'loss': val_loss, **metrics_lib.multilabel_metrics(
+          val.labels, thresholds_lib.apply(val_probs, chosen, at_least_one), val_probs)},
+      'test': {'loss': test_loss, **tuned},
+      'test_at_0.5': {'loss': test_loss, **at_half},
+      'test_per_genre': metrics_lib.per_genre(test.labels, y_pred, classes),
+      'test_confusion_matrices': metrics_lib.confusion_matrices(test.labels, y_pred).tolist(),
+      'examples': _examples(test, test_probs, y_pred, classes, num_examples),
+  }
+
+
+def summary(report: dict[str, Any]) -> str:
+  """A short human summary: test metrics and a few example predictions."""
+  t, h = report['test'], report['test_at_0.5']
+  thr = report['thresholds']
+  how = 'per-genre' if thr['per_genre'] else f'{thr["global"]:.2f}'
+  if report.get('members'):  # An ensemble (python -m genre_jax.ensemble).
+    head = ('== ensemble (mean probabilities) of ' + ', '.join(
+        f'{m["model"]} (seed {m["seed"]})' for m in report['members']) + ' ==')
+  else:
+    head = (f'== {report["model"]} (seed {report["seed"]}), best epoch {report["best_epoch"]} '
+            f'of {report["epochs_run"]}, {report["train_seconds"]:.0f} s training ==')
+  lines = [
+      head,
+      f'test (threshold {how}, tuned on validation): micro-F1 {t["micro_f1"]:.4f}  macro-F1 '
+      f'{t["macro_f1"]:.4f}  precision {t["micro_precision"]:.4f}  recall {t["micro_recall"]:.4f}'
+      f'  mAP {t["map"]:.4f}',
+      f'test (threshold 0.50): micro-F1 {h["micro_f1"]:.4f}  macro-F1 {h["macro_f1"]:.4f}',
+      'examples (synopsis -> original genres -> predicted genres):',
+  ]
+  for ex in report['examples']:
+    text = ex['synopsis'] if len(ex['synopsis']) < 90 else ex['synopsis'][:87] + '...'
+    lines.append(f'  "{text}"\n    -> {", ".join(ex["original"])}\n'
+                 f'    -> {", ".join(ex["predicted"]) or "(none)"}')
+  return '\n'.join(lines)
+
+
+def _examples(arrays, probs, y_pred, classes, k: int) -> list[dict[str, Any]]:
+  out = []
+  for i in range(min(k, len(arrays.texts))):
+    order = np.argsort(-probs[i])
+    out.append({
+        'id': arrays.ids[i],
+        'synopsis': arrays.texts[i],
+        'original': [classes[j] for j in np.flatnonzero(arrays.labels[i])],
+        'predicted': [classes[j] for j in order if y_pred[i, j]],
+        'probabilities': {classes[j]: round(float(probs[i, j]), 3) for j in order[:5]},
+    })
+  return out
 
 
 def score(run: inference.Run | inference.Ensemble, texts: list[str], labels: np.ndarray,

@@ -23,6 +23,7 @@ from genre_jax import checkpoint
 from genre_jax import losses
 from genre_jax import models
 from genre_jax import parallel
+from genre_jax import workdir as workdir_lib
 from genre_jax.data import batching
 from genre_jax.data import text as text_lib
 from genre_jax.errors import GenreJaxError
@@ -89,6 +90,7 @@ def encode_features(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray, 
   """
   model.eval()
   n = len(tokens)
+  batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
   out = None
   for batch in _row_batches(tokens, lengths, np.zeros((n, 1), np.float32), batch_size,
                             bucket_widths):
@@ -121,7 +123,8 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
     tokens: [n, L] int32 token ids.
     lengths: [n] int32 real lengths.
     labels: [n, G] float32 multi-hot labels (zeros when unknown; the loss is then meaningless).
-    batch_size: rows per compiled call (a multiple of the device count).
+    batch_size: rows per compiled call (rounded up to a multiple of the device count; the last
+      batch is padded).
     mesh: the device mesh from `parallel.make_mesh()`.
     pos_weight: [G] positive weights of the training loss, or None.
     bucket_widths: optional padded widths, to cut padding.
@@ -133,6 +136,7 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
   """
   model.eval()
   n = len(tokens)
+  batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
   probs = np.zeros(labels.shape, np.float32)
   total = 0.0
   for batch in _row_batches(tokens, lengths, labels, batch_size, bucket_widths):
@@ -189,8 +193,8 @@ class Run:
       probs: [n, G] float32; the mean (unweighted) sigmoid cross-entropy over rows and genres.
     """
     tokens, lengths = self._encode(texts)
-    return predict_probs(self.model, tokens, lengths, labels,
-                         batch_size=self.config.eval_batch_size, mesh=self.mesh)
+    bs = batch_size_for(len(texts), self.config.eval_batch_size, self.mesh)
+    return predict_probs(self.model, tokens, lengths, labels, batch_size=bs, mesh=self.mesh)
 
   def load_data(self) -> pipeline.PreparedData:
     """The run's data set with its saved split and label set, tokenised by this run."""
@@ -290,17 +294,38 @@ def _data_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return out
 
 
+def read_texts(texts: list[str], input_path: str | None) -> list[str]:
+  """The synopses to classify: the arguments, then the lines of `input_path` (split on '\\n'
+  only: a form feed or a Unicode line separator inside a synopsis does not split it)."""
+  texts = list(texts)
+  if input_path:
+    try:
+      with open(input_path, encoding='utf-8', newline='') as f:
+        lines = f.read().split('\n')
+    except FileNotFoundError:
+      raise GenreJaxError(f'--input file {input_path} does not exist.') from None
+    except IsADirectoryError:
+      raise GenreJaxError(f'--input {input_path} is a directory; give a text file with '
+                                 'one synopsis per line.') from None
+    except OSError as e:
+      raise GenreJaxError(f'--input file {input_path} cannot be read ({e.strerror}).'
+                                 ) from None
+    except UnicodeDecodeError as e:
+      raise GenreJaxError(f'--input file {input_path} is not UTF-8 text ({e}).') from None
+    texts += [line.removesuffix('\r') for line in lines if line.strip()]
+  if not texts:
+    raise GenreJaxError('no synopsis given: pass texts as arguments or --input FILE.')
+  for i, t in enumerate(texts):
+    if not t.strip():
+      raise GenreJaxError(f'synopsis {i + 1} is empty; give some text to classify.')
+  return texts
+
+
 def batch_size_for(n: int, eval_batch_size: int, mesh) -> int:
   """The smallest device-count multiple covering `n` rows, at most `eval_batch_size`."""
   d = mesh.devices.size
   want = min(max(n, 1), eval_batch_size)
   return -(-want // d) * d
-
-
-def build_model(config: ml_collections.ConfigDict, tokenizer, num_labels: int) -> nnx.Module:
-  return models.create_model(config.model, vocab_size=tokenizer.vocab_size, num_labels=num_labels,
-                             pad_id=tokenizer.pad_id,
-                             rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
 
 
 def _placeholder(x: jax.ShapeDtypeStruct) -> jax.Array:
@@ -311,12 +336,16 @@ def _placeholder(x: jax.ShapeDtypeStruct) -> jax.Array:
 
 
 def load_run(workdir: str | pathlib.Path) -> Run | Ensemble:
-  """Rebuilds the best model of a finished (or interrupted) run, with its tokenizer and labels.
+  """Rebuilds the best model of a finished (or interrupted) run, with its tokenizer and labels,
+  on this machine's devices (whatever the device count it was trained on).
 
-  A workdir holding `ensemble.json` gives an `Ensemble` of the member runs copied inside it.
+  An ensemble workdir (`python -m genre_jax.ensemble`) gives an `Ensemble` of the member runs
+  copied inside it.
   """
   workdir = pathlib.Path(workdir)
-  if (workdir / ENSEMBLE_FILE).exists():
+  if workdir.exists() and not workdir.is_dir():
+    raise GenreJaxError(f'--workdir {workdir} is a file, not a workdir.')
+  if workdir_lib.kind(workdir) == workdir_lib.ENSEMBLE:
     return load_ensemble(workdir)
   ckpts = checkpoint.RunCheckpoints(workdir)
   meta = ckpts.read_meta(checkpoint.BEST)
@@ -324,22 +353,28 @@ def load_run(workdir: str | pathlib.Path) -> Run | Ensemble:
   tokenizer = text_lib.tokenizer_from_dict(meta['tokenizer'])
   labels = text_lib.LabelEncoder.from_dict(meta['labels'])
   # Built abstractly (no initialiser runs or compiles), then filled from the checkpoint.
-  model = nnx.eval_shape(lambda: build_model(config, tokenizer, len(labels.classes)))
+  model = nnx.eval_shape(lambda: models.build_model(config, tokenizer, len(labels.classes)))
   nnx.update(model, jax.tree.map(_placeholder, nnx.state(model, nnx.Not(nnx.Param))))
-  ckpts.restore(checkpoint.BEST, model)
-  model.eval()
   mesh = parallel.make_mesh()
-  parallel.replicate(model, mesh)
-  return Run(workdir, config, model, tokenizer, labels, meta, _read_thresholds(workdir), mesh)
+  ckpts.restore(checkpoint.BEST, mesh, model)
+  model.eval()
+  thresholds = read_thresholds(workdir, list(labels.classes))
+  return Run(workdir, config, model, tokenizer, labels, meta, thresholds, mesh)
 
 
 def load_ensemble(workdir: str | pathlib.Path) -> Ensemble:
   """Loads the members listed in `workdir/ensemble.json` (directories relative to `workdir`)."""
   workdir = pathlib.Path(workdir)
-  spec = json.loads((workdir / ENSEMBLE_FILE).read_text())
+  try:
+    spec = json.loads((workdir / ENSEMBLE_FILE).read_text())
+    entries = [entry['dir'] for entry in spec['members']]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise GenreJaxError(f'{workdir / ENSEMBLE_FILE} is missing or not a valid ensemble file '
+                        f'({e!r:.200}); rebuild the ensemble with python -m genre_jax.ensemble.'
+                        ) from None
   members = []
-  for entry in spec['members']:
-    run = load_run(workdir / entry['dir'])
+  for entry in entries:
+    run = load_run(workdir / entry)
     if not isinstance(run, Run):
       raise GenreJaxError(f'ensemble member {run.workdir} is itself an ensemble.')
     members.append(run)
@@ -348,7 +383,7 @@ def load_ensemble(workdir: str | pathlib.Path) -> Ensemble:
                         'needs at least two.')
   check_compatible(members)
   meta = {'split': members[0].meta['split'], 'members': spec['members'],
-          'combination': spec['combination']}
+          'combination': spec.get('combination', 'mean')}
   weights = spec.get('weights')
   if weights is not None:
     weights = np.asarray(weights, np.float64)
@@ -356,11 +391,24 @@ def load_ensemble(workdir: str | pathlib.Path) -> Ensemble:
       raise GenreJaxError(f'{workdir / ENSEMBLE_FILE}: "weights" must be {len(members)} '
                           f'non-negative numbers, not all zero; got {spec["weights"]}.')
     weights = weights / weights.sum()
-  return Ensemble(workdir, members, _read_thresholds(workdir), meta, weights)
+  thresholds = read_thresholds(workdir, list(members[0].labels.classes))
+  return Ensemble(workdir, members, thresholds, meta, weights)
 
 
-def _read_thresholds(workdir: pathlib.Path) -> dict[str, Any]:
+def read_thresholds(workdir: pathlib.Path, classes: list[str]) -> dict[str, Any]:
+  """`workdir/thresholds.json` (tuned on validation), checked; 0.5 when the run has none yet."""
   path = workdir / THRESHOLDS_FILE
-  if path.exists():
-    return json.loads(path.read_text())
-  return {'global': 0.5, 'per_genre': None, 'at_least_one': False, 'tuned': False}
+  if not path.exists():
+    return {'global': 0.5, 'per_genre': None, 'at_least_one': False, 'tuned': False}
+  try:
+    thr = json.loads(path.read_text())
+    ok = (0.0 <= float(thr['global']) <= 1.0 and isinstance(thr['at_least_one'], bool)
+          and (thr['per_genre'] is None or len(thr['per_genre']) == len(classes)))
+  except (ValueError, KeyError, TypeError) as e:
+    ok, thr = False, repr(e)
+  if not ok:
+    raise GenreJaxError(
+        f'{path} is not a valid thresholds file ({thr!s:.200}); it should hold "global" (0-1), '
+        f'"at_least_one" and "per_genre" (null or {len(classes)} numbers). Delete it to use 0.5, '
+        'or rerun the training command to tune it again.')
+  return thr

@@ -16,8 +16,9 @@ name:
 * `pretrained`: registered by `genre_jax.pretrained`, imported on first use (it needs optional
   dependencies).
 
-A new architecture is a builder decorated with `@register_model('name')` taking
-`(model_config, *, vocab_size, num_labels, pad_id, rngs)`.
+A new architecture is a `Classifier` subclass and a builder decorated with
+`@register_model('name')` taking `(model_config, *, vocab_size, num_labels, pad_id, rngs)`;
+`build_model(config, tokenizer, num_labels)` builds the one a run's config names.
 """
 
 from collections.abc import Callable
@@ -31,7 +32,29 @@ import ml_collections
 from genre_jax import layers
 from genre_jax.errors import GenreJaxError
 
-Builder = Callable[..., nnx.Module]
+
+
+class Classifier(nnx.Module):
+  """The base of every architecture: `model(tokens, lengths) -> logits`, and the hooks the trainer
+  reads. The defaults suit a model trained end to end; an architecture overrides what differs.
+
+  Attributes:
+    trainable: the `nnx` filter of the parameters the optimizer updates (default: all).
+    layer_depth: None, or `path -> (depth, top)` for layer-wise learning-rate decay
+      (`config.layer_decay`); `path` is a parameter's key path as strings.
+    frozen_features: True when `features(tokens, lengths) -> [B, H]` is a fixed function of the
+      input; the trainer then computes it once per split and trains `classify([B, H])` on it.
+  """
+  trainable: nnx.filterlib.Filter = nnx.Param
+  layer_depth: Callable[[tuple[str, ...]], tuple[int, int]] | None = None
+  frozen_features: bool = False
+
+  def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """tokens [batch, L] int32, lengths [batch] int32 -> logits [batch, num_labels] float32."""
+    raise NotImplementedError
+
+
+Builder = Callable[..., Classifier]
 MODELS: dict[str, Builder] = {}
 
 # Architectures defined in other modules, imported the first time they are asked for.
@@ -93,6 +116,13 @@ def create_model(
   )
 
 
+def build_model(config: ml_collections.ConfigDict, tokenizer, num_labels: int) -> Classifier:
+  """The model `config.model` names, for `tokenizer`'s ids, initialised from `config.seed`."""
+  return create_model(config.model, vocab_size=tokenizer.vocab_size, num_labels=num_labels,
+                      pad_id=tokenizer.pad_id,
+                      rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+
+
 def _check_pooling(kind: str) -> str:
   if kind not in layers.POOLING_KINDS:
     raise GenreJaxError(
@@ -116,7 +146,7 @@ def _maybe(layer, x: jax.Array) -> jax.Array:
   return x if layer is None else layer(x)
 
 
-class LSTMClassifier(nnx.Module):
+class LSTMClassifier(Classifier):
   """Embedding -> [Conv1D -> average pooling] -> LSTM -> summary -> head.
 
   With `conv=None` this is the `lstm` architecture, otherwise `cnn_lstm`.
@@ -170,7 +200,7 @@ class LSTMClassifier(nnx.Module):
     return self.head(summary)
 
 
-class CNNClassifier(nnx.Module):
+class CNNClassifier(Classifier):
   """Embedding -> Conv1D (several widths) -> pooling over time -> head."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, vocab_size: int, num_labels: int,

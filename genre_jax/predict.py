@@ -19,34 +19,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Workdir of a trained run or of an ensemble.')
 flags.DEFINE_string('input', None, 'A UTF-8 text file with one synopsis per line.')
 flags.DEFINE_bool('json', False, 'Print one JSON object per line instead of text.')
-flags.DEFINE_integer('top_k', 5, 'Also show this many most probable genres.')
+flags.DEFINE_integer('top_k', 5, 'Also show this many most probable genres.', lower_bound=1)
 flags.mark_flag_as_required('workdir')
-
-
-def read_texts(argv, input_path):
-  texts = list(argv[1:])
-  if input_path:
-    try:
-      with open(input_path, encoding='utf-8') as f:
-        lines = f.read().splitlines()
-    except FileNotFoundError:
-      raise errors.GenreJaxError(f'--input file {input_path} does not exist.') from None
-    except UnicodeDecodeError as e:
-      raise errors.GenreJaxError(f'--input file {input_path} is not UTF-8 text ({e}).') from None
-    texts += [line for line in lines if line.strip()]
-  if not texts:
-    raise errors.GenreJaxError('no synopsis given: pass texts as arguments or --input FILE.')
-  for i, t in enumerate(texts):
-    if not t.strip():
-      raise errors.GenreJaxError(f'synopsis {i + 1} is empty; give some text to classify.')
-  return texts
 
 
 @errors.run_cli
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # Quiet orbax; progress is printed.
-  texts = read_texts(argv, FLAGS.input)
+  logging.set_verbosity(logging.FATAL)  # orbax would log each failure again.
   from genre_jax import inference, thresholds
+  texts = inference.read_texts(argv[1:], FLAGS.input)
   host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()
   run = inference.load_run(FLAGS.workdir)
@@ -66,4 +47,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -279,7 +279,7 @@ def load_encoder(path: str | pathlib.Path, *, dropout: bool = True,
 
 # ---- Classifier --------------------------------------------------------------------------------
 
-class PretrainedClassifier(nnx.Module):
+class PretrainedClassifier(models.Classifier):
   """A pretrained encoder, pooling, dropout and one logit per genre."""
 
   def __init__(self, encoder: BertEncoder, num_labels: int, *, pooling: str = 'mean',

@@ -23,7 +23,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 @errors.run_cli
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # Quiet orbax; progress is printed.
+  logging.set_verbosity(logging.FATAL)  # orbax would log each failure again.
   if len(argv) > 1:
     raise errors.GenreJaxError(f'unexpected arguments: {" ".join(argv[1:])}')
   from genre_jax import inference, parallel, trainer  # After flag parsing: fast --help.
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

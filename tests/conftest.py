@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -74,3 +75,19 @@ def mirror_or_skip() -> str:
   if not mirror or not os.path.isdir(mirror):
     pytest.skip('GENRE_JAX_MIRROR is not set to the data mirror (CI sets it to ../shared/data).')
   return mirror
+
+
+def run_module(module, *args, env=None, check=True):
+  """Runs `python -m module args` from the repo root; returns the CompletedProcess."""
+  full_env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})}
+  proc = subprocess.run([sys.executable, '-m', module, *map(str, args)], cwd=REPO, env=full_env,
+                        capture_output=True, text=True, timeout=600)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}')
+  return proc
+
+
+def config_args(data_path, *extra):
+  return ['--config', 'configs/tiny.py', f'--config.data.path={data_path}',
+          '--config.data.format=jsonl', '--config.data.max_examples=240',
+          '--config.progress_bar=False', *extra]

@@ -41,7 +41,7 @@ def test_allmovie_json_array_and_lines(tmp_path, lines):
   ]
   assert report == dict(source=str(path), format='allmovie_json', n_rows=4, kept=2,
                         dropped_no_text=1, dropped_no_genre=1, duplicate_genres_removed=1,
-                        truncated=0)
+                        merged_genre_spellings={}, truncated=0)
 
 
 def test_tmdb_csv_quoted_line_breaks_and_canonical_spelling(tmp_path):
@@ -150,3 +150,32 @@ def test_malformed_csv(tmp_path):
   path.write_text('text,genres\na,b\nc,d,e,f\n')
   with pytest.raises(errors.DataError, match='bad.csv is not a well-formed CSV file'):
     parsers.load_records(path, 'csv')
+
+
+def test_genres_equal_up_to_case_are_merged_to_the_most_frequent_spelling(tmp_path):
+  path = tmp_path / 'd.jsonl'
+  rows = [{'id': '1', 'text': 'a', 'genres': ['Comedy', ' drama ']},
+          {'id': '2', 'text': 'b', 'genres': ['comedy', 'COMEDY']},
+          {'id': '3', 'text': 'c', 'genres': ['Comedy', 'Drama']},
+          {'id': '4', 'text': 'd', 'genres': ['drama']}]
+  path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  records, report = parsers.load_records(path, 'jsonl')
+  assert list(records['genres']) == [['Comedy', 'drama'], ['Comedy'], ['Comedy', 'drama'],
+                                     ['drama']]
+  assert report['merged_genre_spellings'] == {'Comedy': ['COMEDY', 'comedy'],
+                                              'drama': ['Drama']}
+
+
+@pytest.mark.parametrize('genre, shown', [
+    ({'a': 1}, '{"a": 1} is of type dict'),
+    ([['Drama']], '["Drama"] is of type list'),
+    (7, '7 is of type int'),
+    (['Drama', 3.5], '3.5 is of type float'),
+])
+def test_non_string_genres_are_an_error_naming_the_record(tmp_path, genre, shown):
+  path = tmp_path / 'd.jsonl'
+  path.write_text(json.dumps({'id': 'x1', 'text': 'a', 'genres': ['Drama']}) + '\n' +
+                  json.dumps({'id': 'x2', 'text': 'b', 'genres': genre}) + '\n')
+  with pytest.raises(errors.DataError, match='record 2') as e:
+    parsers.load_records(path, 'jsonl', id_column='id')
+  assert shown in str(e.value) and "'x2'" in str(e.value)

@@ -143,6 +143,7 @@ def test_cli_real_tmdb():
   assert out.returncode == 0, out.stderr
   summary = json.loads(out.stdout.strip().splitlines()[-1])
   assert summary['records'] == {'rows': 10000, 'kept': 9985, 'duplicate_genres_removed': 0,
+                                'merged_genre_spellings': {},
                                 'dropped': {'no_text': 13, 'no_genre': 2, 'max_examples': 0}}
   assert summary['num_genres'] == 18 and abs(summary['label_cardinality'] - 2.57) < 0.005
   assert summary['genres']['Drama'] == 4542 and summary['genres']['TV Movie'] == 133

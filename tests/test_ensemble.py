@@ -7,14 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-from genre_jax import ensemble as ensemble_lib
+from genre_jax import ensembling as ensemble_lib
 from genre_jax import evaluation
 from genre_jax import inference
 from genre_jax import losses
 from genre_jax import trainer
 from genre_jax.errors import GenreJaxError
-from tests.conftest import synthetic_records, tiny_config
-from tests.test_train import run_module
+from tests.conftest import config_args, run_module, synthetic_records, tiny_config
 
 TEXTS = ['a haunted house full of ghost screams and blood', 'love and a wedding kiss',
          'alien robot fight on a spaceship']
@@ -200,3 +199,28 @@ def test_threshold_policy_command_scores_validation_halves_only(members, tmp_pat
   cv = json.loads(out.read_text())[str(members[0])]
   assert set(cv) == {'global', 'global+at_least_one', 'per_genre', 'per_genre+at_least_one'}
   assert all(0.0 < mean <= 1.0 and std >= 0.0 for mean, std in cv.values())
+
+
+def _files(directory):
+  return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob('*')
+          if p.is_file() and not p.name.startswith('.lock')}
+
+
+def test_train_refuses_an_ensemble_workdir_and_leaves_it_intact(ensemble, synthetic_jsonl):
+  workdir, _ = ensemble
+  before = _files(workdir)
+  proc = run_module('genre_jax.train', *config_args(synthetic_jsonl), '--workdir', workdir,
+                    check=False)
+  assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+  assert 'ensemble workdir' in proc.stderr and 'genre_jax.ensemble' in proc.stderr
+  assert _files(workdir) == before
+  assert json.loads((workdir / 'workdir.json').read_text())['kind'] == 'ensemble'
+
+
+def test_ensemble_refuses_a_run_workdir(members, tmp_path):
+  before = _files(members[0])
+  proc = run_module('genre_jax.ensemble', '--workdir', members[0], '--members', *members,
+                    check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  assert 'run workdir' in proc.stderr
+  assert _files(members[0]) == before

@@ -109,15 +109,15 @@ def test_report_on_synthetic_runs(tmp_path):
 def test_search_configs_are_valid(arch):
   """The search's starting points and a sampled trial make valid configs (no training)."""
   from experiments import search
-  from genre_jax import trainer
+  from genre_jax import run_config
   for params in search.START[arch]:
     config = search.make_config(arch, params)
-    trainer.check_config(config)
+    run_config.check_config(config)
     assert config.model.name == {'minilm': 'pretrained'}.get(arch, arch) and config.seed == 0
   optuna = pytest.importorskip('optuna')
   trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
   config = search.make_config(arch, search.space(trial, arch))
-  trainer.check_config(config)
+  run_config.check_config(config)
   assert isinstance(config.model.conv_kernel_sizes, tuple)
 
 

@@ -15,7 +15,7 @@ import jax, numpy as np, optax
 from flax import nnx
 sys.path.insert(0, {repo!r})
 from tests.conftest import tiny_config, synthetic_records
-from genre_jax import inference, parallel, trainer
+from genre_jax import inference, models, optim, parallel, train_step
 from genre_jax.data import text as text_lib
 from genre_jax.errors import GenreJaxError
 
@@ -30,11 +30,11 @@ try:
   parallel.check_batch_size(config.batch_size, mesh)
 except GenreJaxError as e:
   print(json.dumps({{'error': str(e)}})); sys.exit(0)
-model = inference.build_model(config, tok, len(labels.classes))
-optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, 10), wrt=nnx.Param)
+model = models.build_model(config, tok, len(labels.classes))
+optimizer = nnx.Optimizer(model, optim.make_optimizer(config, 10), wrt=nnx.Param)
 parallel.replicate(model, mesh); parallel.replicate(optimizer, mesh)
 model.train()
-step = trainer.TrainStep(model, optimizer, nnx.Param)
+step = train_step.TrainStep(model, optimizer, nnx.Param)
 out = []
 for i in range(5):
   sl = slice(8 * i, 8 * i + 8)

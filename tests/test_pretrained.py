@@ -239,7 +239,7 @@ def test_freeze_encoder_trains_only_the_head(tiny_dir, freeze):
 
 def test_layer_decay_scales_each_depths_update(tiny_dir):
   """config.layer_decay: embeddings, block i and the head step at lr * decay ** (3 - depth)."""
-  from genre_jax import trainer
+  from genre_jax import optim
   model = build(tiny_dir)
   assert model.layer_depth(('encoder', 'embeddings', 'word_embeddings', 'embedding')) == (0, 3)
   assert model.layer_depth(('encoder', 'layers', '1', 'query', 'kernel')) == (2, 3)
@@ -256,7 +256,7 @@ def test_layer_decay_scales_each_depths_update(tiny_dir):
     model = build(tiny_dir)
     model.eval()  # No dropout: both runs see the same gradients.
     config.layer_decay = decay
-    optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, 1, model.layer_depth),
+    optimizer = nnx.Optimizer(model, optim.make_optimizer(config, 1, model.layer_depth),
                               wrt=nnx.Param)
     before = jax.tree.map(np.array, nnx.state(model, nnx.Param))
     loss_fn = lambda m: optax.sigmoid_binary_cross_entropy(m(tokens, lengths), labels).mean()
@@ -267,7 +267,7 @@ def test_layer_decay_scales_each_depths_update(tiny_dir):
   depths = set()
   for (path, step), ref in zip(jax.tree_util.tree_leaves_with_path(decayed),
                                jax.tree_util.tree_leaves(plain)):  # The same structure.
-    names = trainer.path_names(path)
+    names = optim.path_names(path)
     depth, top = model.layer_depth(names)
     depths.add(depth)
     np.testing.assert_allclose(step, ref * 0.5 ** (top - depth), rtol=1e-4, atol=1e-7,
@@ -275,7 +275,7 @@ def test_layer_decay_scales_each_depths_update(tiny_dir):
   assert depths == {0, 1, 2, 3}  # The state's paths reach every depth.
   # Architectures without layers to decay over say so.
   with pytest.raises(GenreJaxError, match='layer_decay'):
-    trainer.make_optimizer(config, 1, None)
+    optim.make_optimizer(config, 1, None)
 
 
 def test_minilm_configs_select_the_pretrained_architecture():
@@ -328,7 +328,7 @@ def test_frozen_features_computed_once_train_the_same_head(tiny_dir, synthetic_j
   """A frozen encoder's features, computed once per split, give the training of running the
   encoder every step: the same batches, dropout masks and updates, so the same head and scores."""
   import runpy
-  from genre_jax import checkpoint, trainer
+  from genre_jax import checkpoint, parallel, trainer
   reports, heads = {}, {}
   for cached in (True, False):
     config = runpy.run_path(str(REPO / 'configs' / 'minilm_frozen.py'))['get_config']()
@@ -342,7 +342,7 @@ def test_frozen_features_computed_once_train_the_same_head(tiny_dir, synthetic_j
     model = models.create_model(model_config(tiny_dir, freeze_encoder=True), vocab_size=0,
                                 num_labels=len(reports[cached]['thresholds']['classes']),
                                 pad_id=0, rngs=nnx.Rngs(params=0, dropout=1))
-    checkpoint.RunCheckpoints(workdir).restore(checkpoint.BEST, model)
+    checkpoint.RunCheckpoints(workdir).restore(checkpoint.BEST, parallel.make_mesh(), model)
     heads[cached] = nnx.state(model.head, nnx.Param)
   for a, b in zip(jax.tree.leaves(heads[True]), jax.tree.leaves(heads[False])):
     np.testing.assert_allclose(a, b, atol=1e-5)

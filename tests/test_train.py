@@ -12,25 +12,13 @@ import pytest
 from flax import nnx
 
 from genre_jax import inference
+from genre_jax import models
+from genre_jax import optim
+from genre_jax import parallel
+from genre_jax import train_step
 from genre_jax import trainer
 from genre_jax.errors import GenreJaxError
-from tests.conftest import REPO, synthetic_records, tiny_config
-
-
-def run_module(module, *args, env=None, check=True):
-  """Runs `python -m module args` from the repo root; returns the CompletedProcess."""
-  full_env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})}
-  proc = subprocess.run([sys.executable, '-m', module, *map(str, args)], cwd=REPO, env=full_env,
-                        capture_output=True, text=True, timeout=600)
-  if check and proc.returncode != 0:
-    raise AssertionError(f'{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}')
-  return proc
-
-
-def config_args(data_path, *extra):
-  return ['--config', 'configs/tiny.py', f'--config.data.path={data_path}',
-          '--config.data.format=jsonl', '--config.data.max_examples=240',
-          '--config.progress_bar=False', *extra]
+from tests.conftest import config_args, run_module, synthetic_records, tiny_config
 
 
 @pytest.fixture(scope='module')
@@ -151,7 +139,7 @@ def test_sigkill_mid_epoch_then_resume_is_identical(synthetic_jsonl, tmp_path, e
   run_module('genre_jax.train', *args, '--workdir', tmp_path / 'straight')
   # 192 training rows / batch 4 = 48 steps per epoch: step 70 is in the middle of epoch 2.
   proc = run_module('genre_jax.train', *args, '--workdir', tmp_path / 'killed',
-                    env={'GENRE_JAX_KILL_AT_STEP': '70'}, check=False)
+                    env={'GENRE_JAX_FAULT': 'train_step:70'}, check=False)
   assert proc.returncode == -signal.SIGKILL
   assert len((tmp_path / 'killed' / 'metrics.jsonl').read_text().splitlines()) == 1
   proc = run_module('genre_jax.train', *args, '--workdir', tmp_path / 'killed')
@@ -173,7 +161,7 @@ def test_workdir_of_other_architecture_is_refused(synthetic_jsonl, tmp_path):
   trainer.train_and_evaluate(config, str(tmp_path))
   other = tiny_config(synthetic_jsonl, num_epochs=1)
   other.model.name = 'lstm'
-  with pytest.raises(GenreJaxError, match='architecture'):
+  with pytest.raises(GenreJaxError, match="model.name: 'cnn' in the run, 'lstm' now"):
     trainer.train_and_evaluate(other, str(tmp_path))
 
 
@@ -184,7 +172,7 @@ def test_nan_loss_stops_with_step_and_checkpoint(synthetic_jsonl, tmp_path):
     trainer.train_and_evaluate(config, str(tmp_path))
 
 
-@pytest.mark.parametrize('name', sorted(trainer.OPTIMIZERS))
+@pytest.mark.parametrize('name', sorted(optim.OPTIMIZERS))
 def test_every_optimizer_trains(synthetic_jsonl, tmp_path, name):
   config = tiny_config(synthetic_jsonl, num_epochs=1, optimizer=name)
   config.data.max_examples = 40
@@ -202,20 +190,20 @@ def _tiny_model_and_batches(steps):
   y, _ = labels.transform([r['genres'] for r in records])
   batches = [{'tokens': tokens[8 * i:8 * i + 8], 'lengths': lengths[8 * i:8 * i + 8],
               'labels': y[8 * i:8 * i + 8], 'mask': np.ones(8, np.float32)} for i in range(steps)]
-  model = inference.build_model(config, tok, len(labels.classes))
+  model = models.build_model(config, tok, len(labels.classes))
   model.train()
-  return model, nnx.Optimizer(model, trainer.make_optimizer(config, steps), wrt=nnx.Param), batches
+  return model, nnx.Optimizer(model, optim.make_optimizer(config, steps), wrt=nnx.Param), batches
 
 
 def test_ema_train_step_averages_the_parameters_and_leaves_training_unchanged():
   decay, steps = 0.9, 4
   leaves = lambda m: [np.asarray(x) for x in jax.tree.leaves(nnx.state(m, nnx.Param))]
   model, optimizer, batches = _tiny_model_and_batches(steps)
-  ema = trainer.moving_average_copy(model)
+  ema = train_step.moving_average_copy(model)
   expected = leaves(model)
   plain_model, plain_optimizer, _ = _tiny_model_and_batches(steps)
-  step = trainer.TrainStep(model, optimizer, nnx.Param, ema=ema, ema_decay=decay)
-  plain = trainer.TrainStep(plain_model, plain_optimizer, nnx.Param)
+  step = train_step.TrainStep(model, optimizer, nnx.Param, ema=ema, ema_decay=decay)
+  plain = train_step.TrainStep(plain_model, plain_optimizer, nnx.Param)
   for t, batch in enumerate(batches, start=1):
     assert float(step(batch, None)) == float(plain(batch, None))
     step.sync()
@@ -235,9 +223,10 @@ def test_ema_run_keeps_the_average_and_refuses_a_changed_decay(synthetic_jsonl, 
   trainer.train_and_evaluate(config, str(tmp_path))
   best = _params(tmp_path)  # What evaluate / predict load.
   model = inference.load_run(tmp_path).model
-  optimizer = nnx.Optimizer(model, trainer.make_optimizer(config, 1), wrt=nnx.Param)
-  ema = trainer.moving_average_copy(model)
-  checkpoint.RunCheckpoints(tmp_path).restore(checkpoint.LATEST, model, optimizer, ema=ema)
+  optimizer = nnx.Optimizer(model, optim.make_optimizer(config, 1), wrt=nnx.Param)
+  ema = train_step.moving_average_copy(model)
+  checkpoint.RunCheckpoints(tmp_path).restore(checkpoint.LATEST, parallel.make_mesh(), model,
+                                             optimizer, ema=ema)
   raw = jax.tree.leaves(nnx.state(model, nnx.Param))
   average = jax.tree.leaves(nnx.state(ema, nnx.Param))
   for a, b in zip(best, average):  # The best (only) epoch's checkpoint holds the average ...
@@ -246,3 +235,53 @@ def test_ema_run_keeps_the_average_and_refuses_a_changed_decay(synthetic_jsonl, 
   changed = tiny_config(synthetic_jsonl, num_epochs=2, ema_decay=0.5)
   with pytest.raises(GenreJaxError, match='ema_decay'):
     trainer.train_and_evaluate(changed, str(tmp_path))
+
+
+def test_predict_input_splits_on_newline_only(tmp_path):
+  path = tmp_path / 'in.txt'
+  path.write_text('one\u2028still one\x0cand one\x85too\r\ntwo\n\n three \n', encoding='utf-8')
+  assert inference.read_texts([], str(path)) == [
+      'one\u2028still one\x0cand one\x85too', 'two', ' three ']
+
+
+@pytest.mark.parametrize('args, needle', [
+    (['--top_k=-3', 'a ghost'], '--top_k=-3'),
+    (['--top_k=0', 'a ghost'], '--top_k=0'),
+    (['--input', '{tmp}'], 'is a directory'),
+])
+def test_predict_mistakes_are_one_line(trained, tmp_path, args, needle):
+  workdir, _ = trained
+  args = [a.replace('{tmp}', str(tmp_path)) for a in args]
+  proc = run_module('genre_jax.predict', '--workdir', workdir, *args, check=False)
+  assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+  assert needle.replace('{tmp}', str(tmp_path)) in proc.stderr
+
+
+def test_evaluate_output_directory_fails_after_printing_the_metrics(trained, tmp_path):
+  workdir, _ = trained
+  proc = run_module('genre_jax.evaluate', '--workdir', workdir, '--output', tmp_path,
+                    check=False)
+  assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+  assert f'--output {tmp_path}' in proc.stderr
+  assert json.loads(proc.stdout.strip().splitlines()[-1])['micro_f1'] >= 0  # Printed first.
+  assert list(tmp_path.iterdir()) == []  # Nothing half-written.
+
+
+def test_broken_thresholds_file_is_one_line(trained, tmp_path):
+  import shutil
+  workdir = tmp_path / 'copy'
+  shutil.copytree(trained[0], workdir)
+  for broken in ('{"global": 0.4,', '{"global": "high", "at_least_one": false}'):
+    (workdir / 'thresholds.json').write_text(broken)
+    proc = run_module('genre_jax.predict', '--workdir', workdir, 'a ghost story', check=False)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+    assert str(workdir / 'thresholds.json') in proc.stderr
+
+
+def test_one_genre_data_set_is_refused(tmp_path):
+  path = tmp_path / 'one.jsonl'
+  path.write_text(''.join(json.dumps({'id': str(i), 'text': f'film {i}', 'genres': ['Drama']})
+                          + '\n' for i in range(40)))
+  with pytest.raises(GenreJaxError, match='at least two'):
+    trainer.train_and_evaluate(tiny_config(path), str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()

@@ -86,6 +86,9 @@ def print_summary(s: dict) -> None:
   print(f"records: {r['rows']:,} rows, {r['kept']:,} kept, {dropped:,} dropped "
         f"({r['dropped']['no_text']} without text, {r['dropped']['no_genre']} without any genre, "
         f"{r['dropped']['max_examples']} beyond max_examples)")
+  if r.get('merged_genre_spellings'):
+    print('genre spellings merged (differing only in case): ' + '; '.join(
+        f'{", ".join(v)} -> {k}' for k, v in r['merged_genre_spellings'].items()))
   print(f"genres ({s['num_genres']}): " + ', '.join(f'{g} {n}' for g, n in s['genres'].items()))
   print(f"label cardinality: {s['label_cardinality']:.2f} genres per record "
         f"({s['single_genre_share']:.1%} single-genre)")

@@ -2,9 +2,10 @@
 
 `load_records` reads any supported format and returns `(records, report)`:
   records: DataFrame with columns id (str), title (str), text (str, stripped), genres (list[str],
-    stripped, canonical spelling as in the file, de-duplicated, order kept), in file order.
+    stripped, de-duplicated, order kept; names equal up to case are one genre, spelt as most often
+    in the file), in file order.
   report: dict(source, format, n_rows, kept, dropped_no_text, dropped_no_genre,
-    duplicate_genres_removed, truncated).
+    duplicate_genres_removed, merged_genre_spellings ({kept: [merged spellings]}), truncated).
 Rows without text or without any genre are dropped and counted; anything else wrong with the
 file (missing, not UTF-8, malformed, missing columns, duplicated ids, nothing left) raises a
 `DataError` whose message names the file and the place.
@@ -150,8 +151,13 @@ def _is_missing(value) -> bool:
   return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _parse_genres(value, separator: str) -> list[str]:
-  """A genre list or separator-joined string -> stripped, non-empty names (duplicates kept)."""
+def _parse_genres(value, separator: str, where: str) -> list[str]:
+  """A genre list or separator-joined string -> stripped, non-empty names (duplicates kept).
+
+  Raises:
+    DataError naming `where` (the record) for a genre that is not a string (a number, an object,
+    a nested list): it would otherwise become a genre named after its Python repr.
+  """
   if _is_missing(value):
     return []
   if isinstance(value, str):
@@ -160,7 +166,38 @@ def _parse_genres(value, separator: str) -> list[str]:
     items = [v for v in value if not _is_missing(v)]
   else:
     items = [value]
-  return [name for name in (str(v).strip() for v in items) if name]
+  for v in items:
+    if not isinstance(v, str):
+      raise errors.DataError(
+          f'{where}: genre {json.dumps(v, default=str)} is of type {type(v).__name__}, not a '
+          'string; genres must be strings (a list of strings, or one string joined by the genre '
+          'separator).')
+  return [name for name in (v.strip() for v in items) if name]
+
+
+def merge_spellings(rows: list[list[str]]) -> tuple[list[list[str]], dict[str, list[str]]]:
+  """Makes genre names that differ only in case one genre, spelt as most often in the data.
+
+  Args:
+    rows: each record's genre names (already stripped).
+
+  Returns:
+    The rows with one spelling per genre (duplicates within a row removed, order kept), and
+    {kept spelling: [the other spellings merged into it]} (empty when nothing was merged).
+  """
+  counts = collections.Counter(g for row in rows for g in row)
+  spellings = collections.defaultdict(list)
+  for name in counts:  # First-seen order: ties go to the spelling seen first.
+    spellings[name.casefold()].append(name)
+  canonical, merged = {}, {}
+  for names in spellings.values():
+    kept = max(names, key=lambda n: counts[n])
+    canonical.update({n: kept for n in names})
+    if len(names) > 1:
+      merged[kept] = sorted(n for n in names if n != kept)
+  if not merged:
+    return rows, {}
+  return [list(dict.fromkeys(canonical[g] for g in row)) for row in rows], merged
 
 
 def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
@@ -180,27 +217,19 @@ def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
         '--text-column, --genre-column, --id-column, --title-column (config.data.*_column) and '
         '--format csv or jsonl.')
 
-  if columns.id is None:
-    ids = [str(row) for row in range(1, n_rows + 1)]
-  else:
-    blank = [row for row, v in enumerate(frame[columns.id], start=1)
-             if _is_missing(v) or not str(v).strip()]
-    if blank:
-      raise errors.DataError(f'{source}: {len(blank)} rows have no id in column {columns.id!r} '
-                             f'(rows {_listed(blank)}; rows are 1-based, header excluded).')
-    ids = [str(v).strip() for v in frame[columns.id]]
-  _check_unique(ids, source)
+  ids = _ids(frame, columns.id, source)
 
   titles = (frame[columns.title] if columns.title else [''] * n_rows)
   kept = collections.defaultdict(list)
   dropped_no_text = dropped_no_genre = duplicates = 0
-  for id_, title, text, raw_genres in zip(ids, titles, frame[columns.text],
-                                          frame[columns.genres]):
+  for row, (id_, title, text, raw_genres) in enumerate(
+      zip(ids, titles, frame[columns.text], frame[columns.genres]), start=1):
     text = '' if _is_missing(text) else str(text).strip()
     if not text:
       dropped_no_text += 1
       continue
-    genres = _parse_genres(raw_genres, separator)
+    genres = _parse_genres(raw_genres, separator,
+                           f'{source} record {row} (id {id_!r}), column {columns.genres!r}')
     if not genres:
       dropped_no_genre += 1
       continue
@@ -215,11 +244,26 @@ def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
         f'{source}: no usable records: all {n_rows} rows were dropped ({dropped_no_text} without '
         f'text in column {columns.text!r}, {dropped_no_genre} without any genre in column '
         f'{columns.genres!r}). Check the column names and the genre separator.')
+  kept['genres'], merged = merge_spellings(kept['genres'])
   records = pd.DataFrame(kept, columns=['id', 'title', 'text', 'genres'])
   report = dict(n_rows=n_rows, kept=len(records), dropped_no_text=dropped_no_text,
                 dropped_no_genre=dropped_no_genre, duplicate_genres_removed=duplicates,
-                truncated=0)
+                merged_genre_spellings=merged, truncated=0)
   return records, report
+
+
+def _ids(frame: pd.DataFrame, column: str | None, source: str) -> list[str]:
+  """The records' ids: the id column's (stripped, none blank, unique) or 1-based row numbers."""
+  if column is None:
+    return [str(row) for row in range(1, len(frame) + 1)]
+  blank = [row for row, v in enumerate(frame[column], start=1)
+           if _is_missing(v) or not str(v).strip()]
+  if blank:
+    raise errors.DataError(f'{source}: {len(blank)} rows have no id in column {column!r} '
+                           f'(rows {_listed(blank)}; rows are 1-based, header excluded).')
+  ids = [str(v).strip() for v in frame[column]]
+  _check_unique(ids, source)
+  return ids
 
 
 def _check_unique(ids: list[str], source: str) -> None:

@@ -122,6 +122,11 @@ def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | 
   else:
     tokenizer = tokenizer_factory(train_texts)
   labels = text.LabelEncoder.fit(train_records['genres'])
+  if len(labels.classes) < 2:
+    raise errors.DataError(
+        f'{report["source"]}: the training split has {len(labels.classes)} genre(s) '
+        f'({", ".join(labels.classes)}); a multi-label classifier needs at least two (with one, '
+        'every prediction is trivially right). Check the genre column and separator.')
   arrays, unknown = {}, {}
   for name, indices in split.items():
     part = records.iloc[indices]
@@ -162,6 +167,7 @@ def summary(prepared: PreparedData) -> dict:
                       'no_genre': report['dropped_no_genre'],
                       'max_examples': report['truncated']},
           'duplicate_genres_removed': report['duplicate_genres_removed'],
+          'merged_genre_spellings': report.get('merged_genre_spellings', {}),
       },
       'num_genres': len(counts),
       'genres': dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -170,12 +170,14 @@ class LabelEncoder:
     """Encodes genre lists.
 
     Args:
-      genres: n lists of genre names.
+      genres: n lists of genre names (matched to `classes` regardless of case).
 
     Returns:
       labels: [n, G] float32 multi-hot.
       unknown: genre -> number of occurrences dropped because the genre is not in `classes`.
     """
+    spelling = {c.casefold(): c for c in self.classes}  # Case does not make another genre.
+    genres = [[spelling.get(g.casefold(), g) for g in row] for row in genres]
     known = set(self.classes)
     unknown = collections.Counter(g for row in genres for g in row if g not in known)
     with warnings.catch_warnings():
