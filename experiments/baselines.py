@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import runpy
 import time
 from typing import Any
 
 import numpy as np
 
+import configs
 from genre_jax import metrics as metrics_lib
 from genre_jax import thresholds as thresholds_lib
 from genre_jax.data import pipeline
@@ -190,7 +190,7 @@ def main(argv=None):
                       help='config whose data section (data set, split) is used')
   parser.add_argument('--out', default='runs/experiments/baselines')
   args = parser.parse_args(argv)
-  config = runpy.run_path(args.config)['get_config']()
+  config = configs.load(args.config)
   run(config.data, args.out, config.num_examples_to_show)
 
 

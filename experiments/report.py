@@ -5,8 +5,13 @@ and `metrics.jsonl` (written by `experiments.reproduce`), `<runs>/machine.json` 
 `<runs>/timings.json`, and `experiments/search_results.json`. Trains nothing; rows or seeds that
 are missing are reported as missing, and the file says "PARTIAL" until every row has 3 seeds.
 
+Everything RESULTS.md shows is stored in results.json (the per-run parts as rendered lines under
+`sections`), so `--from-results` redraws RESULTS.md from results.json, search_results.json and
+discussion.md alone, without the run directories (the figures are left as they are).
+
 Run:
   python -m experiments.report [--runs runs/experiments] [--out experiments]
+  python -m experiments.report --from-results [--out experiments]
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ ROWS = (
     ('seed_cnn_lstm', 'Seed CNN→LSTM', 'configs/seed_cnn_lstm.py'),
     ('cnn_lstm', 'Tuned CNN→LSTM', 'configs/cnn_lstm.py'),
 )
-# Pretrained-encoder rows (issue 7): not in the default reproduction (fine-tuning MiniLM takes
+# Pretrained-encoder rows: not in the default reproduction (fine-tuning MiniLM takes
 # far longer than the from-scratch rows on 2 CPU cores); run them with
 # `python -m experiments.reproduce --rows minilm_frozen minilm --seeds 0 [--epochs N]`.
 # The tables show whatever seeds they have; they do not count towards "complete".
@@ -65,7 +70,7 @@ METRICS = (('micro_f1', 'micro-F1'), ('macro_f1', 'macro-F1'), ('samples_f1', 's
            ('micro_precision', 'micro-P'), ('micro_recall', 'micro-R'),
            ('hamming_loss', 'Hamming'), ('map', 'mAP'), ('loss', 'test loss'))
 TARGET_MICRO_F1 = 0.58
-TARGET_MINILM_MICRO_F1 = 0.65  # Issue 7.
+TARGET_MINILM_MICRO_F1 = 0.65  # Test micro-F1, mean of 3 seeds, of the fine-tuned MiniLM.
 
 
 def _read_json(path: pathlib.Path):
@@ -377,9 +382,9 @@ def _seeds_cell(s) -> str:
 
 
 def _minilm_target(summary) -> list[str]:
-  """Issue 7: fine-tuned MiniLM >= 0.65 test micro-F1 (mean of 3 seeds), above the best
+  """Target: fine-tuned MiniLM >= 0.65 test micro-F1 (mean of 3 seeds), above the best
   from-scratch model (chosen on validation) and TF-IDF + LR."""
-  head = (f'- Issue 7: fine-tuned MiniLM micro-F1 ≥ {TARGET_MINILM_MICRO_F1} on test (mean of 3 '
+  head = (f'- Fine-tuned MiniLM micro-F1 ≥ {TARGET_MINILM_MICRO_F1} on test (mean of 3 '
           'seeds), above the best from-scratch model and TF-IDF + LR: ')
   s = summary['rows'].get('minilm')
   if s is None:
@@ -409,8 +414,8 @@ def _minilm_target(summary) -> list[str]:
 
 def _configured_epochs(config_path: str) -> int | None:
   try:
-    import runpy
-    return runpy.run_path(str(REPO / config_path))['get_config']().num_epochs
+    import configs
+    return configs.load(str(REPO / config_path)).num_epochs
   except Exception:  # pylint: disable=broad-except
     return None
 
@@ -495,6 +500,39 @@ def _weights_lines(runs_data) -> list[str]:
   return lines
 
 
+# The search's protocol, as RESULTS.md states it above the tables of trials.
+SEARCH_PROTOCOL = [
+    'How the search works (`experiments/search.py`): one architecture at a time, each trial '
+    'trains `configs/default.py` (`configs/minilm.py` for MiniLM) with the trial\'s settings and '
+    'training seed 0, and is scored by its best validation micro-F1 at the validation-tuned '
+    'threshold; the trainer\'s test numbers are never read. The first trials of an architecture '
+    'are the hand-picked `START[arch]` (the comments there give the reason for each: mostly one '
+    'change at a time around the best settings so far); Optuna TPE proposes the others from '
+    '`space()`. `--confirm K` retrains the K best trials by seed-0 score with seeds 1 and 2; the '
+    'winner is the confirmed trial with the best 3-seed mean (without confirmed trials, the best '
+    'seed-0 trial), and the shipped configs/*.py hold the winners.',
+    '',
+    'Every record of `experiments/search_results.json` is listed below with its full settings '
+    '(the values a hand-picked trial does not name are TPE\'s). One record is retrained by '
+    '`python -m experiments.search --arch ARCH --retrain TRIAL --seeds 0 1 2`, which prints the '
+    'new validation micro-F1 next to the recorded one and writes nothing to the file. '
+    '`--trials N` counts the records already in the file, so a search resumes where it stopped; '
+    'the TPE sampler\'s seed is 1000 × the architecture\'s index + the number of records when '
+    'the command starts, so a search from an empty file with the budgets under "Reproduction" '
+    'follows the same protocol but proposes other TPE points than the recorded ones. CNN trial 0 '
+    'was trained with `python -m genre_jax.train` and the overrides of `START[\'cnn\'][0]`, and '
+    'recorded in the same format.',
+    '',
+    'Test scores and the search: LSTM trials 6–13, CNN→LSTM trials 5–24 and MiniLM trials 0–4 '
+    'were added knowing the 3-seed test scores of earlier configurations of those architectures '
+    '(below 0.58; for MiniLM 0.622, below 0.65); the choice among trials used validation scores '
+    'only. "train s" is the training loop\'s time on '
+    'the machine as it was, not a speed measurement: some trials shared the two cores with other '
+    'jobs or were paused (SIGSTOP) while they ran (CNN→LSTM trial 4: 1,196 s, against 69 ± 6 s '
+    'per seed for the same settings alone on the cores; MiniLM trial 2: 4,125 s, 14 minutes of '
+    'it paused). The speeds are in the tables above and in BENCHMARKS.md.',
+]
+
 # Shipped configs that are search winners.
 SEARCHED_CONFIGS = ('cnn', 'lstm', 'cnn_lstm', 'minilm')
 
@@ -560,7 +598,6 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
   summary = summarise(runs_data)
   machine = _read_json(runs / 'machine.json') or {**machine_info(), 'note': 'report machine'}
   timings = _read_json(runs / 'timings.json') or {}
-  search_results = _read_json(out / 'search_results.json') or {}
   figures = out / 'figures'
   figures.mkdir(parents=True, exist_ok=True)
 
@@ -577,12 +614,49 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
   }
   complete = (set(runs_data['baselines']) == {n for n, _ in BASELINES} and all(
       set(runs_data['rows'].get(r, {})) == set(SEEDS) for r, _, _ in ROWS))
-  summary.update(best=best, complete=complete, machine=machine, timings=timings)
+  analysis = error_analysis({
+      labels[best]: runs / best / f'seed{min(runs_data["rows"][best])}' / 'test_predictions.npz',
+      'TF-IDF + LR': runs / 'baselines' / 'tfidf_lr' / 'test_predictions.npz'}) if best else []
+  # The parts of RESULTS.md that need more than the summary (each seed's report.json, the test
+  # predictions), kept as rendered lines so that `--from-results` can redraw the file from
+  # results.json alone.
+  sections = {
+      'figures': made,
+      'pretrained_runs': _minilm_section(runs_data, machine),
+      'ensemble_weights': _weights_lines(runs_data),
+      'examples': _examples_section(labels[best], best_reports[0], lr) if best else [],
+      'error_analysis': analysis,
+  }
+  summary.update(best=best, complete=complete, machine=machine, timings=timings,
+                 sections=sections)
   (out / 'results.json').write_text(json.dumps(summary, indent=1))
+  render(out)
+  return summary
 
+
+def render(out: pathlib.Path) -> None:
+  """Writes `out`/RESULTS.md from `out`/results.json, search_results.json and discussion.md only
+  (no run directories; the figures are left as they are)."""
+  summary = json.loads((out / 'results.json').read_text())
+  search_results = _read_json(out / 'search_results.json') or {}
+  discussion = out / 'discussion.md'
+  text = markdown(summary, search_results,
+                  discussion.read_text() if discussion.exists() else None)
+  (out / 'RESULTS.md').write_text(text)
+
+
+def markdown(summary: dict[str, Any], search_results: dict, discussion: str | None) -> str:
+  """RESULTS.md's text from the summary that `write_results` stores in results.json."""
+  sections = summary.get('sections', {})
+  made = sections.get('figures', {})
+  machine, timings = summary.get('machine', {}), summary.get('timings', {})
+  best, complete = summary.get('best'), summary.get('complete')
+  labels = {r: l for r, l, _ in ALL_ROWS}
   md = ['# genre_jax experiments: results', '',
-        '_Generated by `python -m experiments.report` (run by `python -m experiments.reproduce`); '
-        'do not edit by hand — the discussion comes from `experiments/discussion.md`._', '']
+        '_Generated by `python -m experiments.report` (run by `python -m experiments.reproduce`; '
+        '`python -m experiments.report --from-results` redraws it from experiments/results.json '
+        'without the run directories); do not edit by hand — the discussion comes from '
+        '`experiments/discussion.md`._', '']
   if not complete:
     md += ['> **PARTIAL RESULTS.** Not every row has seeds 0, 1 and 2 yet; rows show the seeds '
            'they have. Run `python -m experiments.reproduce` for the full table.', '']
@@ -601,53 +675,45 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
          '## Test metrics at the threshold tuned on validation', ''] + _table(
              summary, 'test', True) + ['', '## Test metrics at threshold 0.5', ''] + _table(
              summary, 'test_at_0.5', False)
-  md += [''] + _minilm_section(runs_data, machine)
-  md += _weights_lines(runs_data)
+  md += [''] + sections.get('pretrained_runs', [])
+  md += sections.get('ensemble_weights', [])
   md += ['Baseline choices (on validation): ' + '; '.join(
       f'{n}: {summary["baselines"][n]["chosen"]}' for n, _ in BASELINES
       if n in summary['baselines']), '']
   md += ['## Figures', '']
-  if made['curves']:
+  if made.get('curves'):
     md += ['Training and validation loss and micro-F1 per epoch (seed 0 solid, other seeds '
            'faded). "train" loss is the running mean over the epoch (dropout on); the training '
            'micro-F1 and the dashed training loss re-score the first 1,000 training synopses in '
            'evaluation mode after each epoch (`config.train_eval_examples`), at the threshold '
            'tuned on validation that epoch.', '', '![curves](figures/curves.png)', '']
-  if made['per_genre']:
+  if made.get('per_genre'):
     md += [f'Per-genre test F1, {labels[best]} (mean over seeds) vs TF-IDF + LR:', '',
            '![per-genre F1](figures/per_genre_f1.png)', '']
-  if made['confusion']:
+  if made.get('confusion'):
     md += [f'Per-genre test confusion matrices, {labels[best]}:', '',
            '![confusion matrices](figures/confusion_matrices.png)', '']
-  if best:
-    md += ['## Example predictions', ''] + _examples_section(labels[best], best_reports[0], lr)
-    md += ['']
-  if best:
-    analysis = error_analysis({
-        labels[best]: runs / best / f'seed{min(runs_data["rows"][best])}' / 'test_predictions.npz',
-        'TF-IDF + LR': runs / 'baselines' / 'tfidf_lr' / 'test_predictions.npz'})
-    if analysis:
-      md += ['## Where the models fail', ''] + analysis + ['']
-  md += ['## Hyperparameter search (validation split only)', '',
-         'Command: `python -m experiments.search --arch ARCH --trials N [--timeout MIN] '
-         '[--confirm K]` (Optuna TPE after hand-picked first trials; training seed 0; objective: '
-         'best validation micro-F1 at the validation-tuned threshold; `--confirm K` retrains the '
-         'K best trials with seeds 1 and 2, and the winner is the best confirmed mean; the '
-         'trainer\'s test numbers are never read). Every finished trial is listed; "train s" is '
-         'the training loop on the machine as it was then (see the discussion for the exact '
-         'commands and the machine load).', '']
+  if best and sections.get('examples'):
+    md += ['## Example predictions', ''] + sections['examples'] + ['']
+  if best and sections.get('error_analysis'):
+    md += ['## Where the models fail', ''] + sections['error_analysis'] + ['']
+  md += ['## Hyperparameter search (validation split only)', ''] + SEARCH_PROTOCOL + ['']
   md += _search_section(search_results)
-  discussion = out / 'discussion.md'
-  if discussion.exists():
-    md += ['## Discussion', '', discussion.read_text().strip(), '']
+  if discussion is not None:
+    md += ['## Discussion', '', discussion.strip(), '']
   md += ['## Reproduction', '',
          '```', 'export GENRE_JAX_MIRROR=/path/to/mirror   # optional; else downloaded',
          'python -m experiments.reproduce        # baselines + every row x seeds 0,1,2 + this file',
-         'python -m experiments.report           # only this file and the figures',
-         'python -m experiments.search --arch cnn lstm cnn_lstm --trials N --confirm 3   # separately',
-         '# MiniLM rows (not in the default run; their times are in the MiniLM table below):',
+         'python -m experiments.report           # only this file and the figures, from the runs',
+         'python -m experiments.report --from-results   # only this file, from results.json',
+         '# MiniLM rows (not in the default run; their times are in the MiniLM table above):',
          'python -m experiments.reproduce --rows minilm_frozen minilm --seeds 0 1 2 --skip-baselines',
-         'python -m experiments.search --arch minilm --trials N --confirm 3   # MiniLM fine-tuning',
+         '# The search (validation only; see "Hyperparameter search"):',
+         'python -m experiments.search --arch cnn --trials 8',
+         'python -m experiments.search --arch lstm --trials 14 --confirm 3',
+         'python -m experiments.search --arch cnn_lstm --trials 25 --confirm 5',
+         'python -m experiments.search --arch minilm --trials 5 --confirm 1',
+         'python -m experiments.search --arch cnn_lstm --retrain 22 --seeds 0 1 2   # one record',
          '```',
          '']
   if timings:
@@ -672,15 +738,21 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
     md.append(f'- ({machine["note"]}: runs/experiments/machine.json was missing)')
   if machine.get('shared'):
     md.append(f'- Note: {machine["shared"]}')
-  (out / 'RESULTS.md').write_text('\n'.join(md) + '\n')
-  return summary
+  return '\n'.join(md) + '\n'
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--runs', default=str(REPO / 'runs' / 'experiments'))
   parser.add_argument('--out', default=str(REPO / 'experiments'))
+  parser.add_argument('--from-results', action='store_true',
+                      help='only redraw RESULTS.md from <out>/results.json (no runs read, no '
+                      'figures drawn)')
   args = parser.parse_args(argv)
+  if args.from_results:
+    render(pathlib.Path(args.out))
+    print(f'wrote {pathlib.Path(args.out) / "RESULTS.md"} from results.json')
+    return
   import matplotlib
   matplotlib.use('Agg')
   summary = write_results(pathlib.Path(args.runs), pathlib.Path(args.out))

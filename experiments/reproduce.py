@@ -25,9 +25,9 @@ import io
 import json
 import os
 import pathlib
-import runpy
 import time
 
+import configs
 from experiments import baselines
 from experiments import report as report_lib
 
@@ -35,7 +35,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _load_config(path: str, seed: int, num_epochs: int | None = None):
-  config = runpy.run_path(str(REPO / path))['get_config']()
+  config = configs.load(str(REPO / path))
   config.seed = seed
   config.progress_bar = False
   if num_epochs is not None:

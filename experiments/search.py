@@ -20,13 +20,19 @@ seeds 0, 1 and 2; without confirmed trials, the best seed-0 trial.
 
 `--arch minilm` searches the fine-tuning of the pretrained encoder (learning rate, epochs,
 dropout, batch size, moving average, layer-wise learning-rate decay) around configs/minilm.py, whose first settings were set by
-hand; its confirmed winner (trial 0) now sets configs/minilm.py's learning rate and epochs (about
+hand; its confirmed winner (trial 0) sets configs/minilm.py's learning rate and epochs (about
 35 minutes per trial and seed on 2 CPU cores; a few minutes on a GPU).
 
-Run (the budget used for the shipped configs is in experiments/RESULTS.md):
-  python -m experiments.search --arch cnn --trials 6
-  python -m experiments.search --arch lstm --trials 3 --timeout 15
+`--retrain TRIAL ... --seeds ...` retrains recorded trials with their stored settings and prints
+the new validation micro-F1 next to the recorded one, without changing the results file.
+
+Run (the numbers of trials of the records in experiments/search_results.json; which trials were
+confirmed is in each record's `confirm`; see experiments/RESULTS.md):
+  python -m experiments.search --arch cnn --trials 8
   python -m experiments.search --arch lstm --trials 14 --confirm 3
+  python -m experiments.search --arch cnn_lstm --trials 25 --confirm 5
+  python -m experiments.search --arch minilm --trials 5 --confirm 1
+  python -m experiments.search --arch cnn_lstm --retrain 22 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ import contextlib
 import io
 import json
 import pathlib
-import runpy
 import shutil
 import time
 from typing import Any
+
+import configs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'experiments' / 'search_results.json'
@@ -62,7 +69,9 @@ BASE_CONFIG = {'minilm': 'minilm.py'}  # Otherwise configs/default.py with FIXED
 # Hand-picked first trials per architecture (a small documented grid: a small fast model, a
 # wider one, and for the CNN a fastText-like unigram/bigram model with average pooling); TPE
 # proposes the trials after these, and the values of any searched key a hand-picked trial does
-# not name (e.g. `model.conv_skip` in the round-5 CNN->LSTM trials 11 and 12, which TPE set on).
+# not name (e.g. `model.conv_skip` in CNN->LSTM trials 11 and 12, which TPE set on).
+# The hand-picked trials below the first ones are built from the best settings before them;
+# each comment names the records (trial numbers of experiments/search_results.json) they are.
 _SMALL = {'learning_rate': 3e-3, 'optimizer': 'adamw', 'weight_decay': 1e-4, 'batch_size': 64,
           'num_epochs': 8, 'pos_weight': 'none', 'data.min_count': 2, 'data.vocab_size': 20000,
           'data.max_length': 128, 'model.embed_dim': 64, 'model.embed_dropout': 0.2,
@@ -94,11 +103,12 @@ START = {
     ],
 }
 
-# Round 2 (session 2), from the round-1 winners above (word_dropout did not exist then: 0):
-# a shorter cosine schedule (the best epoch was the 2nd-4th of 6-8, before the learning rate had
-# decayed), and word dropout (whole tokens) instead of element-wise embedding dropout.
-_ROUND1_BEST = {'cnn': START['cnn'][2], 'lstm': START['lstm'][1], 'cnn_lstm': START['cnn_lstm'][0]}
-for _arch, _best in _ROUND1_BEST.items():
+# CNN trials 6-7, LSTM trials 3-4, CNN->LSTM trials 2-3: from the best of the starts above
+# (`_FIRST_BEST`, with `word_dropout` 0, the value they were trained with), a shorter cosine
+# schedule (their best epoch was the 2nd-4th of 6-8, before the learning rate had decayed), and
+# word dropout (whole tokens) instead of element-wise embedding dropout.
+_FIRST_BEST = {'cnn': START['cnn'][2], 'lstm': START['lstm'][1], 'cnn_lstm': START['cnn_lstm'][0]}
+for _arch, _best in _FIRST_BEST.items():
   _best = {**_best, 'model.word_dropout': 0.0}
   START[_arch] += [
       {**_best, 'num_epochs': 4},
@@ -106,90 +116,92 @@ for _arch, _best in _ROUND1_BEST.items():
   ]
 
 
-# Round 3, after round 2: the CNN->LSTM was still improving at its last epoch with word dropout
-# (4 epochs), and the LSTM's best word-dropout trial ended at its last (4th) epoch.
+# CNN->LSTM trials 4-5, LSTM trial 5: the CNN->LSTM was still improving at its last epoch with
+# word dropout (trial 3, 4 epochs), and the LSTM's best word-dropout trial (4) peaked at its last
+# (4th) epoch: more epochs; and the CNN->LSTM without the width-2 pooling.
 START['cnn_lstm'] += [
-    {**_ROUND1_BEST['cnn_lstm'], 'num_epochs': 8, 'model.embed_dropout': 0.0,
+    {**_FIRST_BEST['cnn_lstm'], 'num_epochs': 8, 'model.embed_dropout': 0.0,
      'model.word_dropout': 0.3},
-    {**_ROUND1_BEST['cnn_lstm'], 'model.word_dropout': 0.0, 'model.conv_pool_size': 0},
+    {**_FIRST_BEST['cnn_lstm'], 'model.word_dropout': 0.0, 'model.conv_pool_size': 0},
 ]
-START['lstm'] += [{**_ROUND1_BEST['lstm'], 'num_epochs': 5, 'model.embed_dropout': 0.0,
+START['lstm'] += [{**_FIRST_BEST['lstm'], 'num_epochs': 5, 'model.embed_dropout': 0.0,
                    'model.word_dropout': 0.3}]
-# Round 4: the tuned CNN->LSTM (round 3) reached 0.58 on validation but not on the test split
-# over three seeds; without the width-2 pooling (the round-3 trial that was stopped unfinished),
-# and with a wider LSTM.
-_CNN_LSTM_R3 = {**_ROUND1_BEST['cnn_lstm'], 'num_epochs': 8, 'model.embed_dropout': 0.0,
-                'model.word_dropout': 0.3}
-START['cnn_lstm'] += [{**_CNN_LSTM_R3, 'model.conv_pool_size': 0},
-                      {**_CNN_LSTM_R3, 'model.conv_pool_size': 0, 'model.lstm_hidden': 128}]
+# CNN->LSTM trials 6-7: trial 4's settings score 0.582 on seed-0 validation but 0.565 on the test
+# split over three seeds; without the width-2 pooling, and with a wider LSTM as well.
+_CNN_LSTM_TRIAL4 = {**_FIRST_BEST['cnn_lstm'], 'num_epochs': 8, 'model.embed_dropout': 0.0,
+                    'model.word_dropout': 0.3}
+START['cnn_lstm'] += [{**_CNN_LSTM_TRIAL4, 'model.conv_pool_size': 0},
+                      {**_CNN_LSTM_TRIAL4, 'model.conv_pool_size': 0, 'model.lstm_hidden': 128}]
 
-# Round 5 (session 4): a local grid around the tuned settings, one change at a time, because the
-# tuned LSTM (0.578) and CNN->LSTM (0.565) missed 0.58 on the test split over three seeds while
-# their seed-0 validation scores were above it. For the CNN->LSTM also a skip connection around
-# the LSTM (`conv_skip`), and fewer epochs with it (the CNN, which it then contains, is best at 4).
-_LSTM_R3 = {**_ROUND1_BEST['lstm'], 'num_epochs': 5, 'model.embed_dropout': 0.0,
-            'model.word_dropout': 0.3}
+# LSTM trials 6-13, CNN->LSTM trials 8-13: a local grid, one change at a time, around LSTM trial
+# 5 and CNN->LSTM trial 4, whose seed-0 validation scores are above 0.58 while their test scores
+# over three seeds are not (0.578, 0.565). For the CNN->LSTM also a skip connection around the
+# LSTM (`conv_skip`), and fewer epochs with it (the CNN, which it then contains, is best at 4).
+_LSTM_TRIAL5 = {**_FIRST_BEST['lstm'], 'num_epochs': 5, 'model.embed_dropout': 0.0,
+                'model.word_dropout': 0.3}
 START['lstm'] += [
-    {**_LSTM_R3, 'model.lstm_hidden': 128},
-    {**_LSTM_R3, 'model.word_dropout': 0.4},
-    {**_LSTM_R3, 'model.pooling': 'max'},
-    {**_LSTM_R3, 'num_epochs': 6, 'learning_rate': 3e-3},
-    {**_LSTM_R3, 'batch_size': 64, 'learning_rate': 8e-3},
-    {**_LSTM_R3, 'data.vocab_size': 10000},
-    {**_LSTM_R3, 'model.embed_dim': 64},
-    {**_LSTM_R3, 'model.dropout': 0.3},
+    {**_LSTM_TRIAL5, 'model.lstm_hidden': 128},
+    {**_LSTM_TRIAL5, 'model.word_dropout': 0.4},
+    {**_LSTM_TRIAL5, 'model.pooling': 'max'},
+    {**_LSTM_TRIAL5, 'num_epochs': 6, 'learning_rate': 3e-3},
+    {**_LSTM_TRIAL5, 'batch_size': 64, 'learning_rate': 8e-3},
+    {**_LSTM_TRIAL5, 'data.vocab_size': 10000},
+    {**_LSTM_TRIAL5, 'model.embed_dim': 64},
+    {**_LSTM_TRIAL5, 'model.dropout': 0.3},
 ]
 START['cnn_lstm'] += [
-    {**_CNN_LSTM_R3, 'model.conv_skip': True},
-    {**_CNN_LSTM_R3, 'model.conv_skip': True, 'num_epochs': 5},
-    {**_CNN_LSTM_R3, 'model.lstm_hidden': 128},
-    {**_CNN_LSTM_R3, 'model.word_dropout': 0.4},
-    {**_CNN_LSTM_R3, 'model.conv_kernel_sizes': '1,2,3'},
-    {**_CNN_LSTM_R3, 'model.conv_skip': True, 'model.pooling': 'max'},
+    {**_CNN_LSTM_TRIAL4, 'model.conv_skip': True},
+    {**_CNN_LSTM_TRIAL4, 'model.conv_skip': True, 'num_epochs': 5},
+    {**_CNN_LSTM_TRIAL4, 'model.lstm_hidden': 128},
+    {**_CNN_LSTM_TRIAL4, 'model.word_dropout': 0.4},
+    {**_CNN_LSTM_TRIAL4, 'model.conv_kernel_sizes': '1,2,3'},
+    {**_CNN_LSTM_TRIAL4, 'model.conv_skip': True, 'model.pooling': 'max'},
 ]
-# Round 6 (session 5): the shipped CNN->LSTM (round 5: skip connection, max pooling) was still
-# improving at its last (8th) epoch for all three seeds: a longer schedule, a larger learning rate,
-# less word dropout, and a wider LSTM (which won for the LSTM in round 5).
-_CNN_LSTM_R5 = {**_CNN_LSTM_R3, 'model.conv_skip': True, 'model.pooling': 'max'}
+# CNN->LSTM trials 14-17: the confirmed winner of trials 8-13 (trial 13: skip connection, max
+# pooling) was still improving at its last (8th) epoch for all three seeds: a longer schedule, a
+# larger learning rate, less word dropout, and a wider LSTM (which won for the LSTM: trial 6).
+_CNN_LSTM_TRIAL13 = {**_CNN_LSTM_TRIAL4, 'model.conv_skip': True, 'model.pooling': 'max'}
 START['cnn_lstm'] += [
-    {**_CNN_LSTM_R5, 'num_epochs': 12},
-    {**_CNN_LSTM_R5, 'learning_rate': 8e-3},
-    {**_CNN_LSTM_R5, 'model.word_dropout': 0.2},
-    {**_CNN_LSTM_R5, 'model.lstm_hidden': 128},
+    {**_CNN_LSTM_TRIAL13, 'num_epochs': 12},
+    {**_CNN_LSTM_TRIAL13, 'learning_rate': 8e-3},
+    {**_CNN_LSTM_TRIAL13, 'model.word_dropout': 0.2},
+    {**_CNN_LSTM_TRIAL13, 'model.lstm_hidden': 128},
 ]
-# Round 7 (session 5): a moving average of the parameters (`ema_decay`, new), on the shipped
-# configuration: averaging over the last 100 or 1,000 steps (0.4 or 4 epochs).
-START['cnn_lstm'] += [{**_CNN_LSTM_R5, 'ema_decay': 0.99}, {**_CNN_LSTM_R5, 'ema_decay': 0.999}]
-# Round 8 (session 7): the shipped CNN->LSTM (round 7) reached 0.5797 on the test split, 0.0003
-# short of 0.58; one change at a time on the axes rounds 5-7 left untouched: dropout before the
+# CNN->LSTM trials 18-19: a moving average of the parameters (`ema_decay`) on trial 13's
+# settings: averaging over the last 100 or 1,000 steps (0.4 or 4 epochs).
+START['cnn_lstm'] += [{**_CNN_LSTM_TRIAL13, 'ema_decay': 0.99},
+                      {**_CNN_LSTM_TRIAL13, 'ema_decay': 0.999}]
+# CNN->LSTM trials 20-24: trial 19's settings score 0.5797 on the test split over three seeds,
+# below 0.58; one change at a time on the axes trials 8-19 left untouched: dropout before the
 # head, learning rate, weight decay and vocabulary size.
-_CNN_LSTM_R7 = {**_CNN_LSTM_R5, 'ema_decay': 0.999}
+_CNN_LSTM_TRIAL19 = {**_CNN_LSTM_TRIAL13, 'ema_decay': 0.999}
 START['cnn_lstm'] += [
-    {**_CNN_LSTM_R7, 'model.dropout': 0.4},
-    {**_CNN_LSTM_R7, 'model.dropout': 0.6},
-    {**_CNN_LSTM_R7, 'learning_rate': 3e-3},
-    {**_CNN_LSTM_R7, 'weight_decay': 1e-3},
-    {**_CNN_LSTM_R7, 'data.vocab_size': 10000},
+    {**_CNN_LSTM_TRIAL19, 'model.dropout': 0.4},
+    {**_CNN_LSTM_TRIAL19, 'model.dropout': 0.6},
+    {**_CNN_LSTM_TRIAL19, 'learning_rate': 3e-3},
+    {**_CNN_LSTM_TRIAL19, 'weight_decay': 1e-3},
+    {**_CNN_LSTM_TRIAL19, 'data.vocab_size': 10000},
 ]
-# MiniLM (session 5): configs/minilm.py's validation curve flattened in its 3rd epoch at 5e-5 as
-# the cosine schedule reached zero; first a larger learning rate over one more epoch.
+# MiniLM trial 0: with configs/minilm.py's first, hand-set settings (5e-5 over 3 epochs) the
+# validation curve flattened in its 3rd epoch as the cosine schedule reached zero: a larger
+# learning rate over one more epoch.
 START['minilm'] = [{'learning_rate': 1e-4, 'num_epochs': 4, 'batch_size': 32, 'model.dropout': 0.1,
                     'ema_decay': 0.0}]
-# Session 6: trial 0 (1e-4) won (0.651 mean validation against 0.632 at 5e-5) and became
+# MiniLM trial 1: trial 0 (1e-4) wins (0.651 mean validation against 0.632 at 5e-5) and is
 # configs/minilm.py; the next doubling, to the top of the searched range.
 START['minilm'] += [{'learning_rate': 2e-4, 'num_epochs': 4, 'batch_size': 32,
                      'model.dropout': 0.1, 'ema_decay': 0.0}]
-# Session 7: trial 1 (2e-4) tied trial 0, so the learning rate no longer limits; layer-wise
-# learning-rate decay (`layer_decay`, new): 2e-4 at the head, x0.8 per block below it (the
+# MiniLM trial 2: trial 1 (2e-4) ties trial 0, so the learning rate no longer limits; layer-wise
+# learning-rate decay (`layer_decay`): 2e-4 at the head, x0.8 per block below it (the
 # embeddings at 0.8**7 = 0.21 of it), so the lower, more general blocks move less.
 START['minilm'] += [{'learning_rate': 2e-4, 'num_epochs': 4, 'batch_size': 32,
                      'model.dropout': 0.1, 'ema_decay': 0.0, 'layer_decay': 0.8}]
-# Then a moving average of the weights over about the last 1,000 steps (all 4 epochs, the early
-# ones weighted less) on trial 0's settings.
+# MiniLM trial 3: a moving average of the weights over about the last 1,000 steps (all 4 epochs,
+# the early ones weighted less) on trial 0's settings.
 START['minilm'] += [{'learning_rate': 1e-4, 'num_epochs': 4, 'batch_size': 32,
                      'model.dropout': 0.1, 'ema_decay': 0.999, 'layer_decay': 1.0}]
-# Session 8: neither the thresholds (experiments.threshold_policy) nor trials 1-3 moved the peak;
-# batches of 16 at trial 0's learning rate: twice the updates, and noisier ones.
+# MiniLM trial 4: neither the thresholds (experiments.threshold_policy) nor trials 1-3 move the
+# peak; batches of 16 at trial 0's learning rate: twice the updates, and noisier ones.
 START['minilm'] += [{'learning_rate': 1e-4, 'num_epochs': 4, 'batch_size': 16,
                      'model.dropout': 0.1, 'ema_decay': 0.0, 'layer_decay': 1.0}]
 CONFIRM_SEEDS = (1, 2)
@@ -247,7 +259,7 @@ def space(trial, arch: str) -> dict[str, Any]:
 def make_config(arch: str, params: dict[str, Any]):
   """configs/default.py with `FIXED` and `params` applied (kernel sizes given as 'a,b,c')."""
   base = BASE_CONFIG.get(arch, 'default.py')
-  config = runpy.run_path(str(REPO / 'configs' / base))['get_config']()
+  config = configs.load(str(REPO / 'configs' / base))
   values = {**(FIXED['common'] if arch not in BASE_CONFIG else {}), **FIXED[arch], **params}
   if 'model.conv_kernel_sizes' in values:
     values['model.conv_kernel_sizes'] = tuple(
@@ -385,6 +397,30 @@ def best_params(arch: str, results: dict | None = None) -> dict[str, Any]:
   return best_record(results[arch])['params']
 
 
+def retrain(arch: str, trials: list[int], seeds, workroot: pathlib.Path) -> list[dict[str, Any]]:
+  """Retrains recorded trials with their stored settings and `seeds` (validation only) and
+  returns, per run, the recorded and the new validation micro-F1; the results file is unchanged."""
+  records = {r['trial']: r for r in load_results().get(arch, [])}
+  missing = sorted(set(trials) - set(records))
+  if missing:
+    raise ValueError(f'{arch}: no trial {missing} in {RESULTS}')
+  out = []
+  for n in trials:
+    record = records[n]
+    for seed in seeds:
+      recorded = (record['validation_micro_f1'] if seed == 0 else
+                  record.get('confirm', {}).get(str(seed)))
+      print(f'== retrain {arch}: trial {n} with seed {seed}', flush=True)
+      run = run_trial(arch, {**record['params'], 'seed': seed},
+                      workroot / arch / f'retrain{n}_seed{seed}')
+      out.append({'trial': n, 'seed': seed, 'recorded': recorded,
+                  'validation_micro_f1': run['validation_micro_f1']})
+      print(f'== retrain {arch}: trial {n} seed {seed}: validation micro-F1 '
+            f'{run["validation_micro_f1"]:.4f} (recorded: '
+            f'{"none" if recorded is None else f"{recorded:.4f}"})', flush=True)
+  return out
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--arch', choices=ARCHS, nargs='+', required=True)
@@ -394,11 +430,22 @@ def main(argv=None):
                       help='minutes per architecture for new trials (checked between trials)')
   parser.add_argument('--confirm', type=int, default=0, metavar='K',
                       help='then retrain the K best seed-0 trials with seeds 1 and 2')
+  parser.add_argument('--retrain', type=int, nargs='+', metavar='TRIAL',
+                      help='only retrain these recorded trials of one --arch with --seeds and '
+                      'print their validation micro-F1 next to the recorded one (the results '
+                      'file is not changed)')
+  parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                      help='training seeds for --retrain')
   parser.add_argument('--workroot', default='runs/search')
   args = parser.parse_args(argv)
+  if args.retrain and len(args.arch) != 1:
+    parser.error('--retrain takes exactly one --arch')
   from genre_jax import host, inference
   host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()
+  if args.retrain:
+    retrain(args.arch[0], args.retrain, args.seeds, pathlib.Path(args.workroot))
+    return
   for arch in args.arch:
     results = search(arch, args.trials, args.timeout, pathlib.Path(args.workroot))
     if args.confirm:

@@ -4,9 +4,11 @@ XLA:CPU allocates each step's large buffers afresh, through the C library's `mal
 CNN's `[vocab, E]` embedding gradient alone is 7.5 MB a step. By default glibc hands large freed
 blocks back to the kernel (`mmap`/`munmap`, heap trimming, deleting a thread's heap), so the next
 step touches new pages: about 2,700 minor page faults and 3-4 ms of a 14 ms tuned-CNN step on two
-cores, in some processes and not others (which arena a thread gets decides it; a scratch A/B of
-session 8; `python -m benchmarks.run --default-malloc` reports the defaults' faults per step). Raising glibc's
-three thresholds keeps freed memory in the process for the next step:
+cores, in some processes and not others (which arena a thread gets decides it). To measure it,
+compare `python -m benchmarks.run --configs cnn --default-malloc` (glibc's defaults in the
+workers) with `python -m benchmarks.run --configs cnn` (this setting): each reports the step time
+and the minor page faults per train step. Raising glibc's three thresholds keeps freed memory in the
+process for the next step:
 
   M_MMAP_THRESHOLD  large blocks come from the heap, not a fresh `mmap` each time;
   M_TRIM_THRESHOLD  the heap's free top is not given back (`sbrk`/`madvise`);
