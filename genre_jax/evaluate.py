@@ -12,12 +12,10 @@ unknown to the run are reported and ignored. The last line of stdout is one JSON
 import json
 import pathlib
 
-from absl import app
 from absl import flags
-from absl import logging
 
+from genre_jax import cli
 from genre_jax import errors
-from genre_jax import host
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Workdir of a trained run or of an ensemble.')
@@ -32,12 +30,8 @@ flags.mark_flag_as_required('workdir')
 
 @errors.run_cli
 def main(argv):
-  logging.set_verbosity(logging.FATAL)  # orbax would log each failure again.
-  if len(argv) > 1:
-    raise errors.GenreJaxError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.start(argv)
   from genre_jax import evaluation, inference
-  host.keep_freed_memory()  # Before the first large allocation (see host.py).
-  inference.enable_compilation_cache()
   run = inference.load_run(FLAGS.workdir)
   if FLAGS.path or FLAGS.dataset:
     result = evaluation.evaluate_file(run, dataset=FLAGS.dataset, path=FLAGS.path,
@@ -61,4 +55,4 @@ def write_output(path: str, result) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  cli.run(main)

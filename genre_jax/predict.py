@@ -8,12 +8,10 @@ Prints, for each text, the predicted genres with their probabilities (the run's 
 
 import json
 
-from absl import app
 from absl import flags
-from absl import logging
 
+from genre_jax import cli
 from genre_jax import errors
-from genre_jax import host
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Workdir of a trained run or of an ensemble.')
@@ -25,11 +23,9 @@ flags.mark_flag_as_required('workdir')
 
 @errors.run_cli
 def main(argv):
-  logging.set_verbosity(logging.FATAL)  # orbax would log each failure again.
+  cli.start(argv, takes_arguments=True)
   from genre_jax import inference, thresholds
   texts = inference.read_texts(argv[1:], FLAGS.input)
-  host.keep_freed_memory()  # Before the first large allocation (see host.py).
-  inference.enable_compilation_cache()
   run = inference.load_run(FLAGS.workdir)
   probs = run.probs(texts)
   preds = thresholds.apply(probs, run.threshold, run.thresholds['at_least_one'])
@@ -47,4 +43,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  cli.run(main)

@@ -7,7 +7,8 @@ a workdir with a configuration that changes the result: every field except `RESU
 one the run was started with. `RESUMABLE` may change on resume:
   num_epochs            extends (or shortens) a run; not with lr_schedule='cosine', whose decay
                         is laid out over num_epochs
-  progress_bar, num_examples_to_show, data.mirror    change nothing the run computes
+  progress_bar, num_examples_to_show, log_every_steps, data.mirror
+                        change nothing the run computes
 Fields missing from an older run's saved config are not compared.
 """
 
@@ -21,13 +22,15 @@ from genre_jax import models
 from genre_jax import optim
 from genre_jax.errors import GenreJaxError
 
-RESUMABLE = ('num_epochs', 'progress_bar', 'num_examples_to_show', 'data.mirror')
+RESUMABLE = ('num_epochs', 'progress_bar', 'num_examples_to_show', 'log_every_steps',
+             'data.mirror')
 EARLY_STOPPING_METRICS = ('loss', 'micro_f1', 'macro_f1', 'samples_f1', 'map')
 _AT_LEAST_ONE = ('num_epochs', 'batch_size', 'eval_batch_size', 'data.max_length',
                  'data.num_buckets', 'data.min_count', 'model.embed_dim', 'model.conv_filters',
                  'model.lstm_hidden', 'model.lstm_layers')
 _AT_LEAST_ZERO = ('warmup_epochs', 'grad_clip_norm', 'weight_decay', 'model.dense_size',
-                  'model.conv_pool_size', 'train_eval_examples', 'num_examples_to_show')
+                  'model.conv_pool_size', 'train_eval_examples', 'num_examples_to_show',
+                  'log_every_steps')
 _RATES = ('model.dropout', 'model.embed_dropout', 'model.word_dropout', 'ema_decay')
 
 

@@ -6,7 +6,7 @@
 Each step is a function below. The modules they call have one job each: `run_config` (what a
 configuration may be), `workdir` (marker, lock, atomic files), `checkpoint` (the epoch's commit
 protocol), `optim` (the optimizer), `train_step` (the jitted step), `evaluation` (thresholds,
-the report and its summary).
+the report and its summary), `tracking` (TensorBoard).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from genre_jax import optim
 from genre_jax import parallel
 from genre_jax import run_config
 from genre_jax import thresholds as thresholds_lib
+from genre_jax import tracking
 from genre_jax import train_step
 from genre_jax import workdir as workdir_lib
 from genre_jax.data import batching
@@ -88,12 +89,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     inputs = prepare_inputs(config, saved, workdir)
     state = build_or_restore_state(config, inputs, ckpts, saved)
     start_run(config, workdir, state.meta)
-    inputs.features = frozen_features(config, state, inputs)
-    while not state.meta['finished'] and state.meta['epoch'] < config.num_epochs:
-      row = train_one_epoch(config, state, inputs)
-      row.update(validate(config, state, inputs))
-      commit_epoch(config, state, row, ckpts)
-    return final_report(config, workdir, state.model, inputs, state.meta)
+    tracker = tracking.Tracker(workdir, config, first_step=state.meta['step'] + 1)
+    try:
+      inputs.features = frozen_features(config, state, inputs)
+      while not state.meta['finished'] and state.meta['epoch'] < config.num_epochs:
+        row = train_one_epoch(config, state, inputs, tracker)
+        row.update(validate(config, state, inputs))
+        commit_epoch(config, state, row, ckpts)
+        tracker.epoch(row)
+      report = final_report(config, workdir, state.model, inputs, state.meta)
+      tracker.hparams(config, report)
+      return report
+    finally:
+      tracker.close()
 
 
 def prepare_inputs(config, saved: dict[str, Any] | None, workdir: pathlib.Path) -> Inputs:
@@ -183,7 +191,8 @@ def frozen_features(config, state: RunState, inputs: Inputs) -> dict[str, np.nda
   return features
 
 
-def train_one_epoch(config, state: RunState, inputs: Inputs) -> dict[str, Any]:
+def train_one_epoch(config, state: RunState, inputs: Inputs,
+                    tracker: tracking.Tracker) -> dict[str, Any]:
   """One pass over the shuffled training split; returns the epoch's row so far."""
   epoch, step, train = state.meta['epoch'] + 1, state.meta['step'], inputs.data.train
   t0 = time.time()
@@ -205,10 +214,10 @@ def train_one_epoch(config, state: RunState, inputs: Inputs) -> dict[str, Any]:
     pending.append((step, step_fn(parallel.shard_batch(batch_in, inputs.mesh), inputs.pos_weight)))
     bar.update(int(batch['mask'].sum()))
     if len(pending) == 20:
-      seen += _check_finite(pending, state.meta, config)
+      seen += _check_finite(pending, state.meta, tracker)
       pending = []
       bar.set_postfix(loss=f'{np.mean(seen[-20:]):.4f}')
-  seen += _check_finite(pending, state.meta, config)
+  seen += _check_finite(pending, state.meta, tracker)
   step_fn.sync()
   bar.close()
   seconds = time.time() - t0
@@ -217,8 +226,10 @@ def train_one_epoch(config, state: RunState, inputs: Inputs) -> dict[str, Any]:
           'examples_per_second': round(len(train.lengths) / seconds, 1)}
 
 
-def _check_finite(pending, meta: dict[str, Any], config) -> list[float]:
+def _check_finite(pending, meta: dict[str, Any], tracker: tracking.Tracker) -> list[float]:
+  """The losses of `pending` [(step, loss array)] as floats, logged; stops on a NaN or inf."""
   values = [float(v) for _, v in pending]
+  tracker.losses((step, v) for (step, _), v in zip(pending, values))
   for (step, _), v in zip(pending, values):
     if not np.isfinite(v):
       last = (f'epoch {meta["epoch"]} (step {meta["step"]})' if meta['epoch']

@@ -58,9 +58,8 @@ def synthetic_jsonl(tmp_path_factory) -> pathlib.Path:
 
 def tiny_config(data_path: pathlib.Path | None = None, **overrides):
   """configs/tiny.py, pointed at `data_path` (a synthetic JSON-lines file) when given."""
-  sys.path.insert(0, str(REPO))
-  from configs import tiny
-  config = tiny.get_config()
+  import configs
+  config = configs.load('tiny')
   if data_path is not None:
     config.data.path = str(data_path)
     config.data.format = 'jsonl'

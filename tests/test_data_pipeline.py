@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+import configs
 from genre_jax import errors
-from genre_jax.data import __main__ as cli
 from genre_jax.data import download
 from genre_jax.data import pipeline
 
@@ -30,7 +30,7 @@ def write_csv(path, n=60):
 
 
 def data_config(path, **overrides):
-  config = cli.load_config().data
+  config = configs.load('default').data
   config.update(dict(dict(path=str(path), format='csv', text_column='plot', genre_column='tags',
                           id_column='key', vocab_size=30, max_length=6), **overrides))
   config.genre_separator = '|'
@@ -83,7 +83,7 @@ def test_max_examples_and_path_without_format(tmp_path):
 def test_allmovie_by_name_needs_a_path(tmp_path, monkeypatch):
   monkeypatch.setenv(download.CACHE_ENV, str(tmp_path))
   monkeypatch.delenv(download.MIRROR_ENV, raising=False)
-  config = cli.load_config().data
+  config = configs.load('default').data
   config.name = 'allmovie'
   with pytest.raises(errors.DataError, match='no public address.*--dataset allmovie --path data/'):
     pipeline.load(config)
@@ -102,35 +102,43 @@ def run_cli(*args, env=None):
                         capture_output=True, text=True, timeout=120)
 
 
-def test_cli_user_csv(tmp_path, capsys):
+def test_cli_user_csv(tmp_path):
   path = write_csv(tmp_path / 'm.csv')
-  cli.main(['--path', str(path), '--format', 'csv', '--text-column', 'plot', '--genre-column',
-            'tags', '--id-column', 'key', '--genre-separator', '|', '--seed', '1'])
-  lines = capsys.readouterr().out.strip().splitlines()
+  out = run_cli('--path', str(path), '--format', 'csv', '--text_column', 'plot', '--genre_column',
+                'tags', '--id_column', 'key', '--genre_separator', '|', '--seed', '1')
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
   assert lines[1].startswith('records: 61 rows, 60 kept, 1 dropped (1 without text')
   summary = json.loads(lines[-1])
   assert summary['records']['kept'] == 60 and summary['split_seed'] == 1
 
 
-def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
+def test_cli_errors_exit_2_without_traceback(tmp_path):
   (tmp_path / 'bad.jsonl').write_text('{"text": "a", "genres": "x"}\n{oops}\n')
-  with pytest.raises(SystemExit) as e:
-    cli.main(['--path', str(tmp_path / 'bad.jsonl'), '--format', 'jsonl'])
-  assert e.value.code == 2
-  assert capsys.readouterr().err.startswith(f'error: {tmp_path / "bad.jsonl"} line 2 is not')
+  bad = run_cli('--path', str(tmp_path / 'bad.jsonl'), '--format', 'jsonl')
+  assert bad.returncode == 2
+  assert bad.stderr.startswith(f'error: {tmp_path / "bad.jsonl"} line 2 is not')
+
+  (tmp_path / 'good.jsonl').write_text('{"text": "a", "genres": "x"}\n')
+  columns = run_cli('--path', str(tmp_path / 'good.jsonl'), '--format', 'jsonl',
+                    '--text_column', 'plot')
+  assert columns.returncode == 2 and '--text_column' in columns.stderr
+  assert '--text-column' not in columns.stderr
+
+  typo = run_cli('--path', str(tmp_path / 'bad.jsonl'), '--text-column', 'plot')
+  assert typo.returncode == 2 and typo.stderr.count('\n') == 1, typo.stderr
 
   missing = run_cli('--path', str(tmp_path / 'nope.csv'), '--format', 'csv')
   assert missing.returncode == 2 and missing.stderr.startswith('error: data file not found')
   assert 'Traceback' not in missing.stderr and missing.stderr.count('\n') == 1
 
   (tmp_path / 'dup.csv').write_text('id,text,genres\n1,a,x\n1,b,y\n')
-  dup = run_cli('--path', str(tmp_path / 'dup.csv'), '--format', 'csv', '--id-column', 'id')
+  dup = run_cli('--path', str(tmp_path / 'dup.csv'), '--format', 'csv', '--id_column', 'id')
   assert dup.returncode == 2 and "'1' (rows 1, 2)" in dup.stderr and 'Traceback' not in dup.stderr
 
 
-def test_cli_list(capsys):
-  cli.main(['--list'])
-  out = capsys.readouterr().out
+def test_cli_list():
+  out = run_cli('--list').stdout
   assert 'tmdb_10k' in out and 'allmovie' in out
   assert {d['name'] for d in json.loads(out.splitlines()[-1])} >= {'tmdb_10k', 'allmovie'}
 

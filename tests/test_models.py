@@ -1,8 +1,5 @@
 """Tests of the architectures: shapes, padding invariance, training, dropout, parameter counts."""
 
-import pathlib
-import runpy
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,17 +7,17 @@ import optax
 import pytest
 from flax import nnx
 
+import configs
 from genre_jax import losses, models
 from genre_jax.errors import GenreJaxError
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 V, G, PAD = 50, 5, 0
 B, L = 3, 7
 LENGTHS = np.array([7, 4, 1], np.int32)
 
 
 def _config(config_name, **model_overrides):
-  config = runpy.run_path(str(CONFIGS / f'{config_name}.py'))['get_config']()
+  config = configs.load(config_name)
   for key, value in model_overrides.items():
     config.model[key] = value
   return config.model

@@ -19,6 +19,7 @@ from safetensors.numpy import save_file  # noqa: E402
 import tokenizers  # noqa: E402
 from tokenizers import decoders, models as tok_models, normalizers, pre_tokenizers, processors  # noqa: E402
 
+import configs  # noqa: E402
 from genre_jax import models, pretrained  # noqa: E402
 from genre_jax.data import text as text_lib  # noqa: E402
 from genre_jax.errors import GenreJaxError  # noqa: E402
@@ -280,10 +281,7 @@ def test_layer_decay_scales_each_depths_update(tiny_dir):
 
 def test_minilm_configs_select_the_pretrained_architecture():
   for name, frozen in (('minilm', False), ('minilm_frozen', True)):
-    spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = configs.load(name)
     assert config.model.name == 'pretrained' and config.model.freeze_encoder is frozen
     assert config.data.max_length <= 512
 
@@ -327,11 +325,10 @@ def test_train_evaluate_predict_commands_with_tiny_checkpoint(tiny_dir, syntheti
 def test_frozen_features_computed_once_train_the_same_head(tiny_dir, synthetic_jsonl, tmp_path):
   """A frozen encoder's features, computed once per split, give the training of running the
   encoder every step: the same batches, dropout masks and updates, so the same head and scores."""
-  import runpy
   from genre_jax import checkpoint, parallel, trainer
   reports, heads = {}, {}
   for cached in (True, False):
-    config = runpy.run_path(str(REPO / 'configs' / 'minilm_frozen.py'))['get_config']()
+    config = configs.load('minilm_frozen')
     config.update_from_flattened_dict({
         'model.pretrained_path': str(tiny_dir),
         'data.path': str(synthetic_jsonl), 'data.format': 'jsonl', 'data.max_length': 24,

@@ -5,12 +5,11 @@
 Excluded from the default test run (about 10 minutes on 2 CPU cores).
 """
 
-import runpy
-
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, mirror_or_skip
+import configs
+from tests.conftest import mirror_or_skip
 
 CONFIGS = ['seed_lstm', 'seed_cnn', 'seed_cnn_lstm', 'lstm', 'cnn', 'cnn_lstm']
 
@@ -20,7 +19,7 @@ CONFIGS = ['seed_lstm', 'seed_cnn', 'seed_cnn_lstm', 'lstm', 'cnn', 'cnn_lstm']
 def test_config_trains_one_epoch_on_tmdb(name, tmp_path):
   mirror_or_skip()
   from genre_jax import trainer
-  config = runpy.run_path(str(REPO / 'configs' / f'{name}.py'))['get_config']()
+  config = configs.load(name)
   config.num_epochs = 1
   config.progress_bar = False
   report = trainer.train_and_evaluate(config, str(tmp_path))

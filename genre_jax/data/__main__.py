@@ -3,69 +3,54 @@
   python -m genre_jax.data --list
   python -m genre_jax.data --dataset tmdb_10k
   python -m genre_jax.data --dataset allmovie --path data/movies_dataset_from_allmovie.json
-  python -m genre_jax.data --path my.csv --format csv --text-column plot --genre-column tags
+  python -m genre_jax.data --path my.csv --format csv --text_column plot --genre_column tags
 
 Prints human-readable lines, then a JSON summary as the last line of stdout. Errors in the data
-are printed as one `error: ...` paragraph on stderr, with exit status 2.
+or the flags are printed as one `error: ...` line on stderr, with exit status 2.
 """
 
-import argparse
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 import textwrap
 
+from absl import flags
+from ml_collections import config_flags
+
+from genre_jax import cli
 from genre_jax import errors
 from genre_jax.data import pipeline
 from genre_jax.data import registry
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / 'configs' / 'default.py'
+FLAGS = flags.FLAGS
+flags.DEFINE_bool('list', False, 'List the registered data sets.')
+flags.DEFINE_string('dataset', None, 'A registered data set (default: config.data.name).')
+flags.DEFINE_string('path', None, 'A data file of your own.')
+flags.DEFINE_enum('format', None, list(registry.FORMATS), 'Format of --path.')
+flags.DEFINE_string('text_column', None, 'csv / jsonl: the column with the synopsis.')
+flags.DEFINE_string('genre_column', None, 'csv / jsonl: the column with the genres.')
+flags.DEFINE_string('id_column', None, 'csv / jsonl: the column with unique ids (default: row).')
+flags.DEFINE_string('title_column', None, 'csv / jsonl: the column with titles (optional).')
+flags.DEFINE_string('genre_separator', None, "Separator of genre strings (default ',').")
+flags.DEFINE_integer('seed', None, 'Split seed (default: config.data.split_seed).')
+flags.DEFINE_integer('max_examples', None, 'Use only the first N kept records.', lower_bound=1)
+flags.DEFINE_string('mirror', None, 'Mirror directory (default: $GENRE_JAX_MIRROR).')
+config_flags.DEFINE_config_file(
+    'config', str(Path(__file__).resolve().parents[2] / 'configs' / 'default.py'),
+    'Config file whose `data` section gives the defaults.', lock_config=False)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m genre_jax.data', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--list', action='store_true', help='list the registered data sets')
-  parser.add_argument('--dataset', help='registered data set (default: config.data.name)')
-  parser.add_argument('--path', help='a data file of your own')
-  parser.add_argument('--format', choices=registry.FORMATS, help='format of --path')
-  parser.add_argument('--text-column', help='csv / jsonl: column with the synopsis')
-  parser.add_argument('--genre-column', help='csv / jsonl: column with the genres')
-  parser.add_argument('--id-column', help='csv / jsonl: column with unique ids (default: row)')
-  parser.add_argument('--title-column', help='csv / jsonl: column with titles (optional)')
-  parser.add_argument('--genre-separator', help="separator of genre strings (default ',')")
-  parser.add_argument('--seed', type=int, help='split seed (default: config.data.split_seed)')
-  parser.add_argument('--max-examples', type=int, help='use only the first N kept records')
-  parser.add_argument('--mirror', help='mirror directory (default: $GENRE_JAX_MIRROR)')
-  parser.add_argument('--config', default=str(DEFAULT_CONFIG),
-                      help='config file whose `data` section gives the defaults')
-  return parser.parse_args(argv)
-
-
-def load_config(path: str | Path = DEFAULT_CONFIG):
-  """Runs `get_config()` of a config file (configs/default.py by default)."""
-  path = Path(path)
-  if not path.is_file():
-    raise errors.GenreJaxError(f'config file not found: {path} (give one with --config).')
-  module_spec = importlib.util.spec_from_file_location('_genre_jax_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def load_data_config(args: argparse.Namespace):
-  """`config.data` of the config file, with the command-line options applied."""
-  data = load_config(args.config).data
-  overrides = dict(name=args.dataset, path=args.path, format=args.format,
-                   text_column=args.text_column, genre_column=args.genre_column,
-                   id_column=args.id_column, title_column=args.title_column,
-                   split_seed=args.seed, max_examples=args.max_examples, mirror=args.mirror)
+def data_config():
+  """`config.data` of --config, with the command-line flags applied."""
+  data = FLAGS.config.data
+  overrides = dict(name=FLAGS.dataset, path=FLAGS.path, format=FLAGS.format,
+                   text_column=FLAGS.text_column, genre_column=FLAGS.genre_column,
+                   id_column=FLAGS.id_column, title_column=FLAGS.title_column,
+                   genre_separator=FLAGS.genre_separator, split_seed=FLAGS.seed,
+                   max_examples=FLAGS.max_examples, mirror=FLAGS.mirror)
   for key, value in overrides.items():
     if value is not None:
       data[key] = value
-  if args.genre_separator is not None:
-    data.genre_separator = args.genre_separator
   return data
 
 
@@ -102,13 +87,13 @@ def print_summary(s: dict) -> None:
 
 
 @errors.run_cli
-def main(argv=None) -> None:
-  args = parse_args(argv)
-  if args.list:
+def main(argv) -> None:
+  cli.start(argv)
+  if FLAGS.list:
     print_registry()
     return
-  print_summary(pipeline.summary(pipeline.prepare(load_data_config(args))))
+  print_summary(pipeline.summary(pipeline.prepare(data_config())))
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

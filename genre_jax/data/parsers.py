@@ -214,8 +214,8 @@ def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
     raise errors.DataError(
         f'{source} lacks column(s) {", ".join(map(repr, missing))}. Expected columns: '
         f'{expected}; found: {", ".join(map(repr, frame.columns))}. Choose the columns with '
-        '--text-column, --genre-column, --id-column, --title-column (config.data.*_column) and '
-        '--format csv or jsonl.')
+        '--text_column, --genre_column, --id_column, --title_column and --format csv or jsonl '
+        '(train: --config.data.text_column=... and so on).')
 
   ids = _ids(frame, columns.id, source)
 
@@ -278,7 +278,7 @@ def _check_unique(ids: list[str], source: str) -> None:
     more = f'; and {len(duplicated) - _MAX_LISTED} more' if len(duplicated) > _MAX_LISTED else ''
     raise errors.DataError(f'{source} has {len(duplicated)} duplicated ids: {named}{more}. Ids '
                            'must be unique (rows are 1-based, header excluded); fix the file or '
-                           'choose another --id-column.')
+                           'choose another --id_column (train: --config.data.id_column).')
 
 
 def _listed(items: list) -> str:
