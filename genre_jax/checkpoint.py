@@ -6,8 +6,9 @@ A run's workdir holds:
   commit.json        THE commit point: the checkpoints/ and best/ steps that are current, with the
                      SHA-256 of each of their files, and the epoch they belong to
   metrics.jsonl      one line per committed epoch, rewritten from the committed history
+  split.json         the data split (record ids per split), written once when the run starts
 Each checkpoint is an orbax directory with the arrays (`state`) and a JSON item `meta`: config,
-tokenizer, label set, data split, epoch, step, metric history, early-stopping state.
+tokenizer, label set, the split's SHA-256, epoch, step, metric history, early-stopping state.
 
 `commit_epoch` writes an epoch in this order (each point is named in `faults.POINTS`):
   1. best/STEP when the epoch improved, 2. checkpoints/STEP (orbax writes each to a temporary
@@ -37,11 +38,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from genre_jax import faults
+from genre_jax import parallel
 from genre_jax import workdir as workdir_lib
 from genre_jax.errors import GenreJaxError
 
 LATEST, BEST = 'checkpoints', 'best'
-COMMIT_FILE, METRICS_FILE = 'commit.json', 'metrics.jsonl'
+COMMIT_FILE, METRICS_FILE, SPLIT_FILE = 'commit.json', 'metrics.jsonl', 'split.json'
 FORMAT = 1
 
 
@@ -196,27 +198,31 @@ class RunCheckpoints:
     metrics.jsonl from it, and returns its metadata (None for a fresh workdir).
 
     When the newest checkpoints/ step is corrupt and the one before is intact, the commit is
-    rolled back to that one (the unfinished epoch is then trained again)."""
+    rolled back to that one (the unfinished epoch is then trained again). In a multi-process run
+    the lead process writes while the others wait; every process reads (orbax reads together)."""
     record = self.record
-    workdir_lib.remove_temporaries(self.workdir)
-    if record is not None and record['latest'] is None:
-      raise GenreJaxError(f'workdir {self.workdir} holds a best checkpoint but no training '
-                          'checkpoint to resume from; train in a new --workdir.')
-    if record is None:
+    if parallel.is_lead():
+      workdir_lib.remove_temporaries(self.workdir)
+      if record is not None and record['latest'] is None:
+        raise GenreJaxError(f'workdir {self.workdir} holds a best checkpoint but no training '
+                            'checkpoint to resume from; train in a new --workdir.')
       self._collect()
+    parallel.barrier('genre_jax.checkpoint.recover')
+    if record is None:
       return None
     try:
-      meta = self.read_meta(LATEST)
+      meta, record = self.read_meta(LATEST), dict(record)
     except GenreJaxError as e:
       meta = self._previous_meta(record, e)
       print(f'warning: {e} Resuming from the previous epoch\'s checkpoint '
             f'{self.workdir / LATEST / str(meta["step"])}.', flush=True)
-      self._write_record({**record, 'latest': record['previous'], 'previous': None,
-                          'epoch': meta['epoch']})
-    if record['latest'].get('files') is None:  # A workdir without commit.json: give it one.
+      record = {**record, 'latest': record['previous'], 'previous': None}
+    if parallel.is_lead():
       self._write_record({**self._with_digests(record), 'epoch': meta['epoch']})
-    self._collect()
-    self._write_metrics(meta['history'])
+      self._collect()
+      self._write_metrics(meta['history'])
+    parallel.barrier('genre_jax.checkpoint.recovered')
+    self._record = None
     return meta
 
   def _previous_meta(self, record: dict[str, Any], error: GenreJaxError) -> dict[str, Any]:
@@ -229,9 +235,10 @@ class RunCheckpoints:
       raise error from None
 
   def _with_digests(self, record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with the checksums a workdir from before commit.json lacks."""
     out = dict(record)
     for key, kind in (('latest', LATEST), ('previous', LATEST), ('best', BEST)):
-      if record.get(key):
+      if record.get(key) and record[key].get('files') is None:
         out[key] = {'step': record[key]['step'],
                     'files': _digest(self.workdir / kind / str(record[key]['step']))}
     return out
@@ -254,12 +261,38 @@ class RunCheckpoints:
       faults.reached('epoch_best_saved')
     new['latest'] = self._save(LATEST, step, _arrays(model, optimizer, ema), meta)
     faults.reached('epoch_latest_saved')
-    self._write_record(new, before_rename=lambda: faults.reached('commit_tmp_written'))
-    faults.reached('epoch_committed')
-    self._write_metrics(meta['history'])
-    faults.reached('epoch_metrics_written')
-    self._collect()
-    faults.reached('epoch_collected')
+    if parallel.is_lead():  # The others have written their part of each orbax checkpoint.
+      self._write_record(new, before_rename=lambda: faults.reached('commit_tmp_written'))
+      faults.reached('epoch_committed')
+      self._write_metrics(meta['history'])
+      faults.reached('epoch_metrics_written')
+      self._collect()
+      faults.reached('epoch_collected')
+    parallel.barrier('genre_jax.checkpoint.commit_epoch')
+    self._record = None  # Every process reads the new commit from the file.
+
+  def write_split(self, split_ids: dict[str, list[str]]) -> str:
+    """Writes split.json (lead process; once, when the run starts); returns its SHA-256."""
+    text = json.dumps(split_ids)
+    if parallel.is_lead():
+      workdir_lib.write_text(self.workdir / SPLIT_FILE, text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+  def read_split(self, meta: dict[str, Any]) -> dict[str, list[str]]:
+    """The run's split: split.json, checked against `meta['split_sha256']` (runs written before
+    split.json carry the split in `meta['split']`)."""
+    if 'split' in meta:
+      return meta['split']
+    path = self.workdir / SPLIT_FILE
+    try:
+      text = path.read_text()
+    except OSError as e:
+      raise GenreJaxError(f'{path} cannot be read ({e.strerror or e}); the run cannot tell '
+                          'which records it was trained on.') from None
+    if hashlib.sha256(text.encode()).hexdigest() != meta.get('split_sha256'):
+      raise GenreJaxError(f'{path} is corrupt (its checksum differs from the one in the '
+                          'checkpoint); restore it from a backup.')
+    return json.loads(text)
 
   def write_best_only(self, step: int) -> None:
     """Commits a copied best/STEP as the only checkpoint (an ensemble member's copy)."""
@@ -270,7 +303,7 @@ class RunCheckpoints:
   def _save(self, kind: str, step: int, arrays: dict[str, Any],
             meta: dict[str, Any]) -> dict[str, Any]:
     directory = self.workdir / kind / str(step)
-    directory.parent.mkdir(exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
     try:
       _checkpointer().save(directory, args=ocp.args.Composite(
           state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
@@ -278,7 +311,7 @@ class RunCheckpoints:
       _checkpointer().close()
       _checkpointer.cache_clear()
       raise
-    return {'step': step, 'files': _digest(directory)}
+    return {'step': step, 'files': _digest(directory) if parallel.is_lead() else None}
 
   def _write_record(self, record: dict[str, Any], **kwargs) -> None:
     workdir_lib.write_json(self.workdir / COMMIT_FILE, record, **kwargs)

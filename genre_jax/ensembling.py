@@ -33,7 +33,7 @@ from genre_jax.errors import GenreJaxError
 
 MEMBERS_DIR, REPORT_FILE = 'members', 'report.json'
 # What `inference.load_run` needs of a member (best/), and what documents it.
-MEMBER_FILES = ('thresholds.json', 'config.json', 'report.json')
+MEMBER_FILES = ('thresholds.json', 'config.json', 'report.json', checkpoint.SPLIT_FILE)
 WEIGHT_STEP = 0.1  # --weights tuned: the grid spacing on the simplex.
 
 

@@ -71,7 +71,8 @@ def _row_batches(tokens: np.ndarray, lengths: np.ndarray, labels: np.ndarray, ba
   arrays = batching.SplitArrays(ids=[''] * n, texts=[''] * n, tokens=tokens, lengths=lengths,
                                 labels=labels)
   return batching.batches(arrays, batch_size, shuffle=False, seed=0, epoch=0,
-                          bucket_by_length=bucket_widths is not None, widths=bucket_widths)
+                          bucket_by_length=bucket_widths is not None, widths=bucket_widths,
+                          part=parallel.process_part())
 
 
 @nnx.jit
@@ -94,20 +95,21 @@ def encode_features(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray, 
   out = None
   for batch in _row_batches(tokens, lengths, np.zeros((n, 1), np.float32), batch_size,
                             bucket_widths):
-    f = np.asarray(_features_step(model, parallel.shard_batch(
+    f = parallel.to_host(_features_step(model, parallel.shard_batch(
         {k: batch[k] for k in ('tokens', 'lengths')}, mesh)))
     if out is None:
       out = np.zeros((n, f.shape[1]), np.float32)
-    real = batch['mask'] > 0
+    real = batch['index'] >= 0
     out[batch['index'][real]] = f[real]
   return out
 
 
 def feature_batch(features: np.ndarray, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The training / evaluation batch of precomputed features for a batch of
-  `batching.batches` (its `index`, -1 on padding rows, which get zero features)."""
-  real = batch['index'] >= 0
-  rows = np.where(real, batch['index'], 0)
+  """The training / evaluation batch of precomputed features for this process's rows of a batch
+  of `batching.batches` (its `index`, -1 on padding rows, which get zero features)."""
+  mine = batching.local_rows(batch['index'], parallel.process_part())
+  real = mine >= 0
+  rows = np.where(real, mine, 0)
   return {'features': np.where(real[:, None], features[rows], 0.0).astype(np.float32),
           'labels': batch['labels'], 'mask': batch['mask']}
 
@@ -143,9 +145,9 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
     inputs = (feature_batch(features, batch) if features is not None else
               {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')})
     p, loss_sum = eval_step(model, parallel.shard_batch(inputs, mesh), pos_weight)
-    real = batch['mask'] > 0
-    probs[batch['index'][real]] = np.asarray(p)[real]
-    total += float(loss_sum)
+    real = batch['index'] >= 0
+    probs[batch['index'][real]] = parallel.to_host(p)[real]
+    total += float(parallel.to_host(loss_sum))
   return probs, total / max(n, 1)
 
 
@@ -349,6 +351,7 @@ def load_run(workdir: str | pathlib.Path) -> Run | Ensemble:
     return load_ensemble(workdir)
   ckpts = checkpoint.RunCheckpoints(workdir)
   meta = ckpts.read_meta(checkpoint.BEST)
+  meta['split'] = ckpts.read_split(meta)
   config = ml_collections.ConfigDict(meta['config'])
   tokenizer = text_lib.tokenizer_from_dict(meta['tokenizer'])
   labels = text_lib.LabelEncoder.from_dict(meta['labels'])

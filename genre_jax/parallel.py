@@ -1,9 +1,11 @@
-"""Data parallelism over all devices through `jax.sharding`.
+"""Data parallelism over all devices of all processes through `jax.sharding`.
 
 Parameters and optimizer state are replicated; every batch is split along its first axis over a
-one-axis mesh named 'data'. The same code runs on one CPU, one GPU, several GPUs or a TPU slice;
-on several hosts, call `initialize_distributed()` first and every process feeds its own slice of the
-global batch. Test on CPU with `XLA_FLAGS=--xla_force_host_platform_device_count=4`.
+one-axis mesh named 'data' whose devices are ordered by process, so process p holds the p-th
+contiguous block of rows of every global batch (`batching.batches(..., part=process_part())`
+materialises only that block). The same code runs on one CPU, one GPU, several GPUs, a TPU slice
+or several hosts: call `initialize_distributed()` first there. Test on CPU with
+`XLA_FLAGS=--xla_force_host_platform_device_count=4`, or with several processes on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -11,24 +13,53 @@ from __future__ import annotations
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from genre_jax.errors import GenreJaxError
 
 
-def initialize_distributed() -> None:
-  """Joins a multi-host run (coordinator address etc. from the usual JAX environment variables)."""
-  jax.distributed.initialize()
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins a multi-process run: from a detected cluster (Slurm, Open MPI, Kubernetes, TPU VMs), as
+  `jax.distributed.initialize()` reads it, or from the arguments on plain hosts. CPU collectives
+  go through gloo."""
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  except (ValueError, RuntimeError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise GenreJaxError(
+        f'cannot join the distributed run ({first}). Outside a detected cluster give every '
+        'process --coordinator_address=HOST:PORT --num_processes=N --process_id=I.') from None
+
+
+def is_lead() -> bool:
+  """Whether this process writes the run's files (process 0)."""
+  return jax.process_index() == 0
+
+
+def process_part() -> tuple[int, int]:
+  """(this process's index, the number of processes): its block of every global batch."""
+  return jax.process_index(), jax.process_count()
+
+
+def barrier(name: str) -> None:
+  """Waits for every process (nothing to wait for in a single process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def make_mesh() -> Mesh:
-  """A one-axis mesh ('data',) over every device of every process.
+  """A one-axis mesh ('data',) over every device of every process, grouped by process.
 
   The axis is `Auto`: XLA propagates the batch sharding through the model, so model code needs no
   sharding annotations.
   """
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  return Mesh(np.array(devices), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
@@ -40,24 +71,36 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> N
         f'--config.{what}={max(n, batch_size // n * n)}.')
 
 
+def put_replicated(x, mesh: Mesh) -> jax.Array:
+  """`x` (a process-local value, or an array already on `mesh`) replicated on every device."""
+  sharding = NamedSharding(mesh, P())
+  if isinstance(x, jax.Array) and x.sharding == sharding:
+    return x
+  if jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    data = put_replicated(jax.random.key_data(x), mesh)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  host = to_host(x) if isinstance(x, jax.Array) else np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def replicate(module: nnx.Module, mesh: Mesh) -> None:
   """Places every array of an NNX object (model or optimizer) on all devices, replicated."""
-  state = nnx.state(module)
-  state = jax.device_put(state, NamedSharding(mesh, P()))
-  nnx.update(module, state)
+  nnx.update(module, jax.tree.map(lambda x: put_replicated(x, mesh), nnx.state(module)))
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """The whole value of a (possibly multi-process) array as numpy, on every process."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  if x.is_fully_replicated:
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Splits a global numpy batch over the mesh's 'data' axis.
-
-  Every process holds the whole global batch (the input pipeline is deterministic), takes its own
-  rows, and `make_array_from_process_local_data` assembles the global array.
-  """
+  """This process's block of rows of a global batch (`batching.batches(..., part=...)`), as the
+  global arrays split over the mesh's 'data' axis."""
   sharding = NamedSharding(mesh, P('data'))
-  nproc, pid = jax.process_count(), jax.process_index()
-
-  def put(x):
-    local = x if nproc == 1 else np.array_split(x, nproc)[pid]
-    return jax.make_array_from_process_local_data(sharding, local, x.shape)
-
-  return {k: put(v) for k, v in batch.items()}
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -80,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The report written to `workdir/report.json`.
   """
   run_config.check_config(config)
-  with (workdir_lib.open_for_writing(workdir, workdir_lib.RUN) as workdir,
+  with (workdir_lib.open_for_writing(workdir, workdir_lib.RUN, lead=parallel.is_lead()) as workdir,
         workdir_lib.disk_full_is_an_error(workdir)):
     ckpts = checkpoint.RunCheckpoints(workdir)
     saved = ckpts.recover()
@@ -113,7 +113,7 @@ def prepare_inputs(config, saved: dict[str, Any] | None, workdir: pathlib.Path) 
   else:
     tokenizer = text_lib.tokenizer_from_dict(saved['tokenizer'])
     data = pipeline.prepare(config.data, tokenizer_factory=lambda texts: tokenizer,
-                            split=saved['split'])
+                            split=checkpoint.RunCheckpoints(workdir).read_split(saved))
     if data.labels.classes != saved['labels']['classes']:
       raise GenreJaxError(
           f'workdir {workdir} holds a run with label set {saved["labels"]["classes"]}, but the '
@@ -122,8 +122,7 @@ def prepare_inputs(config, saved: dict[str, Any] | None, workdir: pathlib.Path) 
   widths = (batching.bucket_widths(train.lengths, config.data.max_length, config.data.num_buckets)
             if config.data.bucket_by_length else None)
   pw = losses.pos_weights(train.labels, config.pos_weight, config.pos_weight_max)
-  pos_weight = None if pw is None else jax.device_put(
-      np.asarray(pw, np.float32), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  pos_weight = None if pw is None else parallel.put_replicated(np.asarray(pw, np.float32), mesh)
   return Inputs(data, mesh, widths, pos_weight)
 
 
@@ -148,9 +147,9 @@ def build_or_restore_state(config, inputs: Inputs, ckpts: checkpoint.RunCheckpoi
   ema = train_step.moving_average_copy(model) if config.get('ema_decay', 0.0) else None
   if saved is None:
     meta = {'config': config.to_dict(), 'tokenizer': data.tokenizer.to_dict(),
-            'labels': data.labels.to_dict(), 'split': data.split_ids, 'data_report': data.report,
-            'epoch': 0, 'step': 0, 'history': [], 'best': None, 'bad_epochs': 0,
-            'finished': False, 'train_seconds': 0.0}
+            'labels': data.labels.to_dict(), 'split_sha256': ckpts.write_split(data.split_ids),
+            'data_report': data.report, 'epoch': 0, 'step': 0, 'history': [], 'best': None,
+            'bad_epochs': 0, 'finished': False, 'train_seconds': 0.0}
   else:
     meta = ckpts.restore(checkpoint.LATEST, inputs.mesh, model, optimizer, ema=ema)
     meta['config'] = config.to_dict()  # Differs from the saved one in RESUMABLE fields only.
@@ -163,7 +162,9 @@ def build_or_restore_state(config, inputs: Inputs, ckpts: checkpoint.RunCheckpoi
 
 def start_run(config, workdir: pathlib.Path, meta: dict[str, Any]) -> None:
   """Marks the workdir as a run and writes config.json; an earlier report and thresholds go
-  when epochs remain (they describe a best epoch that may change)."""
+  when epochs remain (they describe a best epoch that may change). Lead process only."""
+  if not parallel.is_lead():
+    return
   workdir_lib.write_marker(workdir, workdir_lib.RUN)
   workdir_lib.write_text(workdir / CONFIG_FILE, config.to_json_best_effort(indent=1))
   if not meta['finished'] and meta['epoch'] < config.num_epochs:
@@ -198,6 +199,7 @@ def train_one_epoch(config, state: RunState, inputs: Inputs,
   t0 = time.time()
   state.model.train()
   nnx.reseed(state.model, dropout=jax.random.fold_in(jax.random.key(config.seed), epoch))
+  parallel.replicate(state.model, inputs.mesh)  # The new keys, on every process's devices.
   step_fn = train_step.TrainStep(state.model, state.optimizer, state.model.trainable,
                                  ema=state.ema, ema_decay=config.get('ema_decay', 0.0))
   bar = tqdm(total=len(train.lengths), desc=f'epoch {epoch}/{config.num_epochs}', unit='ex',
@@ -206,13 +208,13 @@ def train_one_epoch(config, state: RunState, inputs: Inputs,
   features = (inputs.features or {}).get('train')
   for batch in batching.batches(train, config.batch_size, shuffle=True, seed=config.seed,
                                 epoch=epoch, bucket_by_length=inputs.widths is not None,
-                                widths=inputs.widths):
+                                widths=inputs.widths, part=parallel.process_part()):
     step += 1
     faults.reached('train_step')
     batch_in = (inference.feature_batch(features, batch) if features is not None else
                 {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')})
     pending.append((step, step_fn(parallel.shard_batch(batch_in, inputs.mesh), inputs.pos_weight)))
-    bar.update(int(batch['mask'].sum()))
+    bar.update(int((batch['index'] >= 0).sum()))
     if len(pending) == 20:
       seen += _check_finite(pending, state.meta, tracker)
       pending = []
@@ -228,7 +230,7 @@ def train_one_epoch(config, state: RunState, inputs: Inputs,
 
 def _check_finite(pending, meta: dict[str, Any], tracker: tracking.Tracker) -> list[float]:
   """The losses of `pending` [(step, loss array)] as floats, logged; stops on a NaN or inf."""
-  values = [float(v) for _, v in pending]
+  values = [float(parallel.to_host(v)) for _, v in pending]
   tracker.losses((step, v) for (step, _), v in zip(pending, values))
   for (step, _), v in zip(pending, values):
     if not np.isfinite(v):
@@ -300,8 +302,9 @@ def final_report(config, workdir: pathlib.Path, model: models.Classifier, inputs
   thr = evaluation.tune_thresholds(val.labels, val_probs, list(data.labels.classes),
                                    at_least_one=config.threshold.at_least_one,
                                    per_genre=config.threshold.per_genre)
-  workdir_lib.write_json(workdir / inference.THRESHOLDS_FILE, thr)
-  faults.reached('thresholds_written')
+  if parallel.is_lead():
+    workdir_lib.write_json(workdir / inference.THRESHOLDS_FILE, thr)
+    faults.reached('thresholds_written')
   # The test split is scored exactly once, with thresholds fixed above.
   test_probs, test_loss = inference.predict_probs(model, test.tokens, test.lengths, test.labels,
                                                   **kw)
@@ -315,7 +318,8 @@ def final_report(config, workdir: pathlib.Path, model: models.Classifier, inputs
       **evaluation.report_metrics(thr, val, val_probs, val_loss, test, test_probs, test_loss,
                                   config.num_examples_to_show),
   }
-  workdir_lib.write_json(workdir / REPORT_FILE, report)
-  faults.reached('report_written')
+  if parallel.is_lead():
+    workdir_lib.write_json(workdir / REPORT_FILE, report)
+    faults.reached('report_written')
   print(evaluation.summary(report), flush=True)
   return report

@@ -117,13 +117,19 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def open_for_writing(path: str | os.PathLike, what: str) -> Iterator[pathlib.Path]:
+def open_for_writing(path: str | os.PathLike, what: str, *,
+                     lead: bool = True) -> Iterator[pathlib.Path]:
   """Holds the workdir's lock for the block; refuses what `check_kind` and the lock refuse.
 
   A workdir this call created is removed again if the block fails before writing anything
-  but the lock files, so a run that never started leaves nothing behind.
+  but the lock files, so a run that never started leaves nothing behind. In a multi-process run
+  only the lead process (`lead=True`) checks and locks; the others write only their part of
+  each orbax checkpoint.
   """
   path = pathlib.Path(path)
+  if not lead:
+    yield path
+    return
   made = _check_directory(path)
   lock = filelock.FileLock(path / LOCK, timeout=0, preserve_lock_file=True)
   try:

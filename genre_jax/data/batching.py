@@ -52,9 +52,15 @@ def bucket_widths(lengths: np.ndarray, max_length: int, num_buckets: int) -> lis
   return sorted(widths | {max_length})
 
 
+def local_rows(index: np.ndarray, part: tuple[int, int]) -> np.ndarray:
+  """Part p of P of a global batch's `index` [B]: its rows p * B / P ... (p + 1) * B / P."""
+  return np.array_split(index, part[1])[part[0]]
+
+
 def batches(arrays, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
             bucket_by_length: bool = False, num_buckets: int = 1, pad_final: bool = True,
-            widths: Sequence[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
+            widths: Sequence[int] | None = None,
+            part: tuple[int, int] = (0, 1)) -> Iterator[dict[str, np.ndarray]]:
   """Yields one epoch of batches of a split.
 
   Args:
@@ -68,11 +74,14 @@ def batches(arrays, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int
     num_buckets: number of widths when bucketing (see `bucket_widths`).
     pad_final: pad the last partial batch (of each bucket) to B rows; if False it is shorter.
     widths: explicit bucket widths (overrides `num_buckets` and the reference lengths).
+    part: (p, P): yield only the p-th of P equal blocks of rows of every batch (a process's share
+      of a global batch; see `parallel.process_part`). Every part sees the same batches.
 
   Yields:
-    dict of numpy arrays: tokens [B, W] int32, lengths [B] int32, labels [B, G] float32,
-    mask [B] float32 (1 real, 0 padding row), index [B] int64 (row in the split, -1 padding).
-    Padding rows have tokens 0 and length 1.
+    dict of numpy arrays, b = B / P rows of this part: tokens [b, W] int32, lengths [b] int32,
+    labels [b, G] float32, mask [b] float32 (1 real, 0 padding row); and index [B] int64, the
+    split's row of every row of the global batch (-1 padding). Padding rows have tokens 0 and
+    length 1.
   """
   n, max_length = arrays.tokens.shape
   if bucket_by_length:
@@ -99,8 +108,9 @@ def batches(arrays, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int
     size = batch_size if pad_final else len(members)
     index = np.full(size, -1, np.int64)
     index[:len(members)] = members
-    real = index >= 0
-    rows = np.where(real, index, 0)
+    mine = local_rows(index, part)
+    real = mine >= 0
+    rows = np.where(real, mine, 0)
     yield {
         'tokens': np.where(real[:, None], arrays.tokens[rows, :width], 0).astype(np.int32),
         'lengths': np.where(real, arrays.lengths[rows], 1).astype(np.int32),
