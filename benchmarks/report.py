@@ -28,6 +28,37 @@ def _profile_table(profile, step_ms):
   return lines
 
 
+def _compiled(row):
+  """The row's torch.compile result: None (not run), {'error': ...}, or the figures."""
+  return row.get('torch_compile')
+
+
+def _compiled_step(row, bs):
+  c = _compiled(row)
+  return None if not c or 'error' in c else c['steps'].get(bs)
+
+
+def against_compiled(jax_step, compiled_step):
+  """(ratio, words): genre_jax's train-step throughput against torch.compile's, in words.
+
+  Ahead only where the median ratio is above 1; where the timed repeats of the two overlap (the
+  slowest genre_jax repeat is slower than the fastest torch.compile one), it says so.
+  """
+  if compiled_step is None:
+    return None, '—'
+  ratio = jax_step['examples_per_second'] / compiled_step['examples_per_second']
+  if ratio < 1.0:
+    return ratio, (f'**no: torch.compile is ahead**, {1 / ratio - 1:.0%} more examples/s than '
+                   'genre_jax')
+  jax_slowest = max(jax_step.get('repeat_seconds_per_step') or [jax_step['seconds_per_step']])
+  compiled_fastest = min(compiled_step.get('repeat_seconds_per_step')
+                         or [compiled_step['seconds_per_step']])
+  if jax_slowest >= compiled_fastest:
+    return ratio, (f'ahead on the medians by {ratio - 1:.0%}, but the timed repeats overlap: '
+                   'not clearly ahead')
+  return ratio, 'yes'
+
+
 def markdown(r):
   m = r['machine']
   v = m['versions']
@@ -60,9 +91,12 @@ def markdown(r):
             f'{r["mode"]["epoch_repeats"]} timed epochs after one step per batch width '
             '(compilation).',
             ]
+  if 'data_from_mirror_env' in r:
+    lines[-2] += (' (read through `genre_jax.data.download` from '
+                  + ('the mirror named by `GENRE_JAX_MIRROR`)' if r['data_from_mirror_env']
+                     else 'its data cache)'))
   lines.append('- genre_jax train step: ' + r.get(
-      'train_step', 'an `nnx.jit` call on the model and optimizer objects (the code before '
-      '`train_step.TrainStep`; these figures predate it)'))
+      'train_step', 'an `nnx.jit` call on the model and optimizer objects'))
   kept = [row['jax'].get('keep_freed_memory') for row in r['rows']]
   if any(kept):
     lines.append('- host memory: every worker process, genre_jax and PyTorch alike, first calls '
@@ -77,6 +111,7 @@ def markdown(r):
   if m.get('gpus'):
     at = next(i for i, line in enumerate(lines) if line.startswith('- CPU:')) + 1
     lines.insert(at, '- GPU: ' + '; '.join(m['gpus']) + ' (name, memory, driver)')
+  compiled = [_compiled(row) for row in r['rows'] if _compiled(row) is not None]
   if backend == 'cpu':
     lines.append('- PyTorch: eager, `torch.set_num_threads(2)`; genre_jax: XLA:CPU on the same '
                  'cores.')
@@ -86,6 +121,19 @@ def markdown(r):
               f'by default; genre_jax: {xla}, one device.',
               '- The targets of the issue are for a 2-core CPU; on this machine the same '
               'thresholds are shown for comparison only.']
+  if compiled:
+    backends = sorted({c.get('compile_backend', 'inductor') for c in compiled})
+    lines.append(
+        '- PyTorch compiled: the same reference, process and thread count, with '
+        '`torch.compile(model)` (backend: ' + ', '.join(backends) + ', PyTorch\'s default; '
+        f'C++ compiler: {m.get("cxx") or "none found"}); the loss, backward call, gradient '
+        'clipping and optimizer step are the eager code around the compiled model (AOTAutograd '
+        'compiles the model\'s backward). Dynamo is reset before the train-step measurement and '
+        'inductor starts from an empty cache, so the compile time is cold; compilation happens '
+        'in the first step, which the warm-up absorbs: its time is in the compile-time table, '
+        'not in the step and epoch times.')
+  elif r['torch_available']:
+    lines.append('- PyTorch compiled (`torch.compile`): not measured in this run.')
   if not r['torch_available']:
     lines.append('- **PyTorch is not installed**: the PyTorch columns are empty '
                  "(`pip install '.[bench]'`).")
@@ -97,7 +145,11 @@ def markdown(r):
             'for both frameworks; same model, loss (masked sigmoid BCE), optimizer, schedule and '
             'clipping as the config. Examples per second = batch / median step time.', '',
             '| config | vocab | batch | length | genre_jax ex/s | PyTorch ex/s '
-            '| genre_jax / PyTorch | ≥ 1.0 |', '|---|---:|---:|---:|---:|---:|---:|:---:|']
+            '| genre_jax / PyTorch | ≥ 1.0 |'
+            + (' torch.compile ex/s | genre_jax / torch.compile | genre_jax ahead of '
+               'torch.compile? |' if compiled else ''),
+            '|---|---:|---:|---:|---:|---:|---:|:---:|' + ('---:|---:|---|' if compiled else '')]
+  behind = []  # Rows where genre_jax is not ahead of torch.compile, in words.
   for row in r['rows']:
     for bs, s in row['jax']['steps'].items():
       t = row['torch']['steps'][bs] if row['torch'] else None
@@ -105,10 +157,21 @@ def markdown(r):
       ok = ratio is not None and ratio >= TARGETS['step_ratio']
       if ratio is not None and not ok:
         misses.append(f'train step {row["config"]} batch {bs}: ratio {ratio:.2f} < 1.0')
-      lines.append(f'| {row["config"]} | {_f(row.get("vocab_size"), 0)} | {bs} | {s["length"]} '
-                   f'| {_f(s["examples_per_second"])} '
-                   f'| {_f(t and t["examples_per_second"])} | {_f(ratio, 2)} '
-                   f'| {_ok(ok) if ratio is not None else "—"} |')
+      line = (f'| {row["config"]} | {_f(row.get("vocab_size"), 0)} | {bs} | {s["length"]} '
+              f'| {_f(s["examples_per_second"])} '
+              f'| {_f(t and t["examples_per_second"])} | {_f(ratio, 2)} '
+              f'| {_ok(ok) if ratio is not None else "—"} |')
+      if compiled:
+        c = _compiled_step(row, bs)
+        cratio, words = against_compiled(s, c)
+        if _compiled(row) and 'error' in _compiled(row):
+          words = '**torch.compile failed** (below)'
+        if words != 'yes':
+          behind.append(f'train step {row["config"]} batch {bs}: {words}'
+                        + (f' ({_f(s["examples_per_second"])} against '
+                           f'{_f(c["examples_per_second"])} examples/s)' if c else ''))
+        line += f' {_f(c and c["examples_per_second"])} | {_f(cratio, 2)} | {words} |'
+      lines.append(line)
 
   faults = {fw: [f'{row["config"]} {s["page_faults_per_step"]:,.1f}' for row in r['rows']
                  if row[fw] for s in row[fw]['steps'].values() if 'page_faults_per_step' in s]
@@ -125,18 +188,70 @@ def markdown(r):
             'split (no validation). genre_jax uses its own pipeline '
             '(`genre_jax.data.batching.batches`, bucketing as configured); the PyTorch reference '
             'pads every batch to `max_length` (as the seed\'s Keras code did).', '',
-            '| config | genre_jax s | widths | PyTorch s (padded) | speed-up | ≥ 2× |',
-            '|---|---:|---|---:|---:|:---:|']
+            '| config | genre_jax s | widths | PyTorch s (padded) | speed-up | ≥ 2× |'
+            + (' torch.compile s (padded) | speed-up over torch.compile | genre_jax ahead of '
+               'torch.compile? |' if compiled else ''),
+            '|---|---:|---|---:|---:|:---:|' + ('---:|---:|---|' if compiled else '')]
   for row in r['rows']:
     j, t = row['jax'], row['torch']
     speedup = t['epoch_seconds'] / j['epoch_seconds'] if t else None
     ok = speedup is not None and speedup >= TARGETS['epoch_speedup']
     if speedup is not None and not ok:
       misses.append(f'epoch {row["config"]}: speed-up {speedup:.2f} < 2')
-    lines.append(f'| {row["config"]} | {_f(j["epoch_seconds"], 2)} | '
-                 f'{", ".join(map(str, j["epoch_widths"]))} | '
-                 f'{_f(t and t["epoch_seconds"], 2)} | {_f(speedup, 2)} | '
-                 f'{_ok(ok) if speedup is not None else "—"} |')
+    line = (f'| {row["config"]} | {_f(j["epoch_seconds"], 2)} | '
+            f'{", ".join(map(str, j["epoch_widths"]))} | '
+            f'{_f(t and t["epoch_seconds"], 2)} | {_f(speedup, 2)} | '
+            f'{_ok(ok) if speedup is not None else "—"} |')
+    if compiled:
+      c = _compiled(row)
+      c_epoch = c.get('epoch_seconds') if c else None
+      cspeed = c_epoch / j['epoch_seconds'] if c_epoch else None
+      if c and 'error' in c:
+        words = '**torch.compile failed** (below)'
+      elif cspeed is None:
+        words = '—'
+      elif cspeed <= 1.0:
+        words = (f'**no: torch.compile is ahead**, its epoch takes {1 - cspeed:.0%} less time '
+                 'than genre_jax\'s')
+      else:
+        words = 'yes'
+      if words not in ('yes', '—'):
+        behind.append(f'epoch {row["config"]}: {words}'
+                      + (f' ({j["epoch_seconds"]:.2f} s against {c_epoch:.2f} s)'
+                         if c_epoch else ''))
+      line += f' {_f(c_epoch, 2)} | {_f(cspeed, 2)} | {words} |'
+    lines.append(line)
+
+  if compiled:
+    lines += ['', '## Against `torch.compile`', '']
+    failed = [(row['config'], _compiled(row)['error'].replace('`', "'")) for row in r['rows']
+              if _compiled(row) and 'error' in _compiled(row)]
+    if behind:
+      lines += ['genre_jax is **not** ahead of the compiled PyTorch reference on this machine '
+                'in these rows:', ''] + [f'- {x}' for x in behind]
+    else:
+      lines.append('genre_jax is ahead of the compiled PyTorch reference in every row of both '
+                   'tables above, by more than the spread of the timed repeats in the step table.')
+    for name, error in failed:
+      lines += ['', f'`torch.compile` failed for `{name}` on this machine, so it has no compiled '
+                f'figures: `{error}`']
+    breaks = []
+    for row in r['rows']:
+      c = _compiled(row)
+      for s in ((c or {}).get('steps') or {}).values():
+        b = s.get('graph_breaks') or {}
+        first = s.get('graphs_compiled_first_step')
+        breaks.append(f'`{row["config"]}` {first} graph{"s" if first != 1 else ""}, '
+                      + (f'{sum(b.values())} graph break{"s" if sum(b.values()) != 1 else ""} ('
+                         + '; '.join(f'{_short(k)} ×{v}' for k, v in b.items()) + ')'
+                         if b else 'no graph break')
+                      + (f', **{s["graphs_compiled_timed"]} compiled during the timed steps**'
+                         if s.get('graphs_compiled_timed') else ''))
+    if breaks:
+      lines += ['', 'What Dynamo compiled in the first step of each train-step measurement '
+                '(graphs; graph breaks, where the model runs eagerly between graphs, by reason); '
+                'no graph was compiled during the timed steps unless said: ' + '; '.join(breaks)
+                + '.']
 
   # ---- CNN FLOP/s -------------------------------------------------------------------------------
   paired = any('matmul_pairs' in s for row in r['rows'] for s in row['jax']['steps'].values())
@@ -204,11 +319,22 @@ def markdown(r):
   lines += ['', '## Compile time (persistent cache off)', '',
             'First call minus a steady-state call: tracing, lowering and XLA compilation. Train '
             'step at the first batch size and `max_length`; eval step at `eval_batch_size` and '
-            '`max_length`.', '', '| config | train step s | eval step s |', '|---|---:|---:|']
+            '`max_length`.' + (' PyTorch compiled: the first train step (Dynamo tracing, '
+                               'AOTAutograd, inductor code generation and C++ compilation of '
+                               'forward and backward, into an empty cache) minus a steady-state '
+                               'step, at the same shapes.' if compiled else ''), '',
+            '| config | train step s | eval step s |' + (' torch.compile train step s |'
+                                                          if compiled else ''),
+            '|---|---:|---:|' + ('---:|' if compiled else '')]
   for row in r['rows']:
     j = row['jax']
-    lines.append(f'| {row["config"]} | {_f(j["train_compile_seconds"], 2)} | '
-                 f'{_f(j["eval_compile_seconds"], 2)} |')
+    line = (f'| {row["config"]} | {_f(j["train_compile_seconds"], 2)} | '
+            f'{_f(j["eval_compile_seconds"], 2)} |')
+    if compiled:
+      c = _compiled(row)
+      line += (' failed |' if c and 'error' in c else
+               f' {_f(c and c.get("train_compile_seconds"), 2)} |')
+    lines.append(line)
 
   # ---- Inference -------------------------------------------------------------------------------
   inf = r.get('inference')
@@ -262,12 +388,22 @@ def markdown(r):
     lines.append('Every target measured in this run was met.')
   if not r['torch_available']:
     lines.append('- the PyTorch comparisons were not run (PyTorch not installed).')
+  if compiled:
+    lines += ['', 'The targets are set against eager PyTorch; against `torch.compile`, see '
+              + ('the rows listed under "Against `torch.compile`" above.' if behind else
+                 '"Against `torch.compile`" above (genre_jax ahead in every row).')]
   if max(r['loadavg_start']) > 0.5 * r['machine']['usable_cpus']:
     load = ', '.join(f'{x:.2f}' for x in r['loadavg_start'])
     lines += ['', f'Note: the load averages at the start ({load} over 1, 5 and 15 minutes) show '
               'other work on the machine during or shortly before the run; timings and ratios '
               'may be noisy. Re-run on a quiet machine.']
   return '\n'.join(lines) + '\n'
+
+
+def _short(reason, width=90):
+  """A graph-break reason on one line, at most `width` characters."""
+  reason = ' '.join(str(reason).replace('`', "'").split())
+  return '`' + (reason if len(reason) <= width else reason[:width - 1] + '…') + '`'
 
 
 def _inference_lines(inf, ok):

@@ -1,7 +1,7 @@
-"""Training and inference benchmarks of genre_jax against an eager PyTorch reference.
+"""Training and inference benchmarks of genre_jax against a PyTorch reference, eager and compiled.
 
-  python -m benchmarks.run            # full run (about 15 minutes on 2 quiet cores)
-  python -m benchmarks.run --quick    # smoke run (about 2 minutes), small shapes and few repeats
+  python -m benchmarks.run            # full run (about 25 minutes on 2 quiet cores)
+  python -m benchmarks.run --quick    # smoke run (about 3 minutes), small shapes and few repeats
   python -m benchmarks.run --configs lstm --append   # re-measure one row, keep the others
 
 On a machine where JAX's default backend is a GPU, the results go to benchmarks/results_gpu.json
@@ -9,10 +9,16 @@ and the PyTorch reference runs on CUDA; BENCHMARKS.md always shows the CPU run a
 benchmarks/results_gpu.json exists, the GPU run below it (`python -m benchmarks.report` rewrites
 it from the two files).
 
-Every configuration runs in its own process (`benchmarks/workers.py`); each number is a median
-over timed repeats after warm-up. Writes BENCHMARKS.md and benchmarks/results.json (every figure
-in BENCHMARKS.md comes from this run or the --append runs into the same file). PyTorch
-(`pip install '.[bench]'`) is optional: without it the PyTorch columns are empty.
+Every configuration runs in its own process (`benchmarks/workers.py`), and so does each of the
+three trainers: genre_jax, the PyTorch reference eager, and the same reference with
+`torch.compile(model)` (default backend, inductor; a C++ compiler is needed on a CPU), all on the
+same batches. Each number is a median over timed repeats after warm-up; compile times are
+reported apart from the steady-state steps. Writes BENCHMARKS.md and benchmarks/results.json
+(every figure in BENCHMARKS.md comes from this run or the --append runs into the same file).
+PyTorch (`pip install '.[bench]'`) is optional: without it the PyTorch columns are empty.
+
+The data set is read through `genre_jax.data.download`: from $GENRE_JAX_MIRROR where it is set,
+else from the data cache ($GENRE_JAX_CACHE, else ~/.cache/genre_jax), else downloaded into it.
 """
 
 import argparse
@@ -33,7 +39,7 @@ from benchmarks import report
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
 CONFIGS = ('seed_lstm', 'seed_cnn', 'seed_cnn_lstm', 'lstm', 'cnn', 'cnn_lstm')
-# How genre_jax runs a train step (recorded with the results; earlier files have none).
+# How genre_jax runs a train step (recorded with the results).
 TRAIN_STEP = 'train_step.TrainStep: one jax.jit call on the split state of model and optimizer'
 SYNOPSIS = ('A retired hitman is pulled back into the criminal underworld when a gang kills the '
             'dog his late wife left him.')
@@ -66,6 +72,13 @@ def machine_info():
   info = {'cpu_model': model, 'logical_cpus': os.cpu_count(),
           'usable_cpus': len(os.sched_getaffinity(0)), 'platform': platform.platform(),
           'versions': versions}
+  try:  # The C++ compiler torch.compile's inductor backend builds its CPU kernels with.
+    cxx = subprocess.run([os.environ.get('CXX', 'c++'), '--version'], capture_output=True,
+                         text=True, timeout=30)
+    if cxx.returncode == 0 and cxx.stdout.strip():
+      info['cxx'] = cxx.stdout.strip().splitlines()[0]
+  except (OSError, subprocess.TimeoutExpired):
+    info['cxx'] = None
   try:
     gpus = subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version',
                            '--format=csv,noheader'], capture_output=True, text=True, timeout=30)
@@ -93,26 +106,36 @@ def have_torch():
     return False
 
 
-def env():
-  e = dict(os.environ)
-  e.setdefault('GENRE_JAX_MIRROR', '/work/shared/data' if os.path.isdir('/work/shared/data')
-               else e.get('GENRE_JAX_MIRROR', ''))
-  if not e['GENRE_JAX_MIRROR']:
-    del e['GENRE_JAX_MIRROR']
+def env(**extra):
+  """This process's environment for the workers: the data come from where
+  `genre_jax.data.download` finds them ($GENRE_JAX_MIRROR, else the cache), nothing else."""
+  e = dict(os.environ, **extra)
   e['PYTHONPATH'] = str(REPO) + os.pathsep + e.get('PYTHONPATH', '')
   return e
 
 
-def worker(kind, spec, timeout=900):
+def worker(kind, spec, timeout=1800, **extra_env):
   """Runs one benchmark worker in a fresh process; returns its JSON result."""
   t = time.time()
   proc = subprocess.run([PY, '-m', 'benchmarks.workers', kind, json.dumps(spec)], cwd=REPO,
-                        env=env(), capture_output=True, text=True, timeout=timeout)
+                        env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
   if proc.returncode or not lines:
     raise RuntimeError(f'worker {kind} {spec.get("config", "")} failed:\n{proc.stderr[-3000:]}')
   log(f'{kind} {spec.get("config", "")}: {time.time() - t:.1f} s')
   return json.loads(lines[-1][len('RESULT '):])
+
+
+def compiled_worker(spec, cache_dir):
+  """The PyTorch reference with `torch.compile(model)` on the same batches; a compiler that fails
+  (or a worker that dies) gives {'error': ...} in place of figures."""
+  try:
+    # An empty inductor cache: its compile time is measured cold, as genre_jax's is.
+    return worker('torch_compile_train', spec, TORCHINDUCTOR_CACHE_DIR=str(cache_dir))
+  except (RuntimeError, subprocess.TimeoutExpired) as e:
+    log(f'torch.compile {spec["config"]}: failed')
+    return {'framework': 'pytorch', 'compiled': True, 'config': spec['config'],
+            'error': ' '.join(str(e).split())[-2000:]}
 
 
 def prepare_data(tmp, max_train, name):
@@ -185,13 +208,15 @@ def train_and_predict(tmp, mode, quick):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--quick', action='store_true', help='smoke run (about 2 minutes)')
+  parser.add_argument('--quick', action='store_true', help='smoke run (about 3 minutes)')
   parser.add_argument('--configs', nargs='*', help='subset of configs (default: all six)')
   parser.add_argument('--epoch-repeats', type=int, help='timed epochs per configuration')
   parser.add_argument('--out', default=str(REPO / 'BENCHMARKS.md'))
   parser.add_argument('--json', default=None, help='default: benchmarks/results.json, or '
                       'benchmarks/results_gpu.json where JAX runs on a GPU')
   parser.add_argument('--no-torch', action='store_true', help='skip the PyTorch reference')
+  parser.add_argument('--no-compile', action='store_true',
+                      help='time the PyTorch reference eager only (no torch.compile)')
   parser.add_argument('--append', action='store_true', help='keep the rows (and inference '
                       'figures) of the existing --json file for configurations not run now')
   parser.add_argument('--skip-inference', action='store_true',
@@ -215,8 +240,9 @@ def main(argv=None):
   results = {'command': command.strip(), 'quick': args.quick, 'mode': mode,
              'started': datetime.datetime.now().isoformat(timespec='seconds'),
              'loadavg_start': os.getloadavg(), 'machine': machine_info(),
-             'torch_available': torch_ok, 'backend': backend, 'train_step': TRAIN_STEP,
-             'rows': []}
+             'torch_available': torch_ok, 'torch_compile': torch_ok and not args.no_compile,
+             'data_from_mirror_env': bool(os.environ.get('GENRE_JAX_MIRROR')),
+             'backend': backend, 'train_step': TRAIN_STEP, 'rows': []}
   previous = None
   if args.append and pathlib.Path(args.json).exists():
     previous = json.loads(pathlib.Path(args.json).read_text())
@@ -245,6 +271,8 @@ def main(argv=None):
               **{k: mode[k] for k in ('warmup', 'repeats', 'step_seconds', 'epoch_repeats')}}
       row = {'config': name, 'vocab_size': vocab, 'jax': worker('jax_train', spec)}
       row['torch'] = worker('torch_train', spec) if torch_ok else None
+      if results['torch_compile']:
+        row['torch_compile'] = compiled_worker(spec, tmp / f'inductor_{name}')
       results['rows'].append(row)
       main_bs = str(sizes[-1])
       t = row['jax']['steps'][main_bs]['seconds_per_step']

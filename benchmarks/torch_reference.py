@@ -1,10 +1,11 @@
-"""The genre_jax architectures written in eager PyTorch (CPU or CUDA), for the benchmarks only.
+"""The genre_jax architectures written in PyTorch (CPU or CUDA), for the benchmarks only.
 
 Same shapes, masking, loss and optimizer as genre_jax (`genre_jax.models`, `genre_jax.losses`,
 `genre_jax.optim.make_optimizer`), written the usual PyTorch way: `nn.Embedding`, `nn.Conv1d`
 ('same' padding, inputs zeroed at padded positions), `nn.LSTM` over packed sequences, masked
 pooling, `BCEWithLogitsLoss` averaged over the real rows, `torch.optim` with a `LambdaLR`
-schedule and `clip_grad_norm_`. PyTorch is an optional benchmark dependency (`pip install
+schedule and `clip_grad_norm_`. The benchmarks run it eager and with `torch.compile(model)`
+(`benchmarks/workers.py`). PyTorch is an optional benchmark dependency (`pip install
 '.[bench]'`), never imported by genre_jax itself.
 """
 
@@ -156,7 +157,11 @@ def make_optimizer(config, model, steps_per_epoch):
 
 
 def make_train_step(config, model, optimizer, scheduler):
-  """One eager training step on numpy-converted tensors; returns the loss tensor."""
+  """One training step on numpy-converted tensors; returns the loss tensor.
+
+  `model` is the `Classifier` or `torch.compile` of it (same parameters, compiled forward); the
+  loss, backward call, clipping and optimizer step run eagerly either way.
+  """
   bce = nn.BCEWithLogitsLoss(reduction='none')
   clip = config.grad_clip_norm
 

@@ -6,6 +6,8 @@ Kinds:
   jax_train / torch_train   train-step throughput at fixed shapes (batches padded to
                             max_length), one end-to-end epoch, and (jax) compile times, the CNN's
                             GFLOP/s against a large float32 matmul, and a step breakdown.
+  torch_compile_train       torch_train with `torch.compile(model)` (default backend, inductor),
+                            its compile time apart from the steady-state steps.
   evaluate                  `evaluation.evaluate_test_split` throughput of a trained workdir.
 """
 
@@ -355,7 +357,31 @@ def xla_profile(fn, trace_dir, calls=20, top=12):
   return [{'op': name, 'ms_per_call': us / calls / 1e3} for name, us in total.most_common(top)]
 
 
+def compile_counters():
+  """Dynamo's running totals in this process: graphs compiled, and graph breaks by reason (the
+  first line of each; Dynamo files breaks under 'graph_break' or, for code it cannot trace such
+  as `nn.LSTM`, under 'unimplemented')."""
+  from torch._dynamo.utils import counters
+  breaks = {}
+  for key in ('graph_break', 'unimplemented'):
+    for reason, n in counters[key].items():
+      reason = str(reason).strip().splitlines()[0] if str(reason).strip() else key
+      breaks[reason] = breaks.get(reason, 0) + int(n)
+  return {'graphs': int(counters['stats'].get('unique_graphs', 0)), 'graph_breaks': breaks}
+
+
 def torch_train(spec):
+  """The PyTorch reference: eager, or with `torch.compile(model)` (spec['compile']).
+
+  Compiled: `torch.compile(model)` with spec['compile_backend'] (default: PyTorch's default,
+  inductor); the loss, backward call, clipping and optimizer step stay as the eager reference
+  writes them (AOTAutograd compiles the model's backward with it). Dynamo is reset for every fresh
+  model of the step measurements, so each compiles from scratch; inductor's on-disk caches go to
+  $TORCHINDUCTOR_CACHE_DIR, which run.py points at an empty folder per worker. Compilation
+  happens in the first step: its time is reported apart (`first_step_seconds`,
+  `compile_seconds` = first step minus a steady-state step), and the timed steps must compile
+  nothing (`graphs_compiled_timed`, 0 when they do not).
+  """
   import numpy as np
   import torch
   torch.set_num_threads(spec.get('threads', 2))
@@ -365,6 +391,8 @@ def torch_train(spec):
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   if device.type == 'cuda':
     torch.set_float32_matmul_precision('high')
+  compiled = bool(spec.get('compile', False))
+  backend = spec.get('compile_backend', 'inductor')
 
   def sync():
     if device.type == 'cuda':
@@ -375,14 +403,20 @@ def torch_train(spec):
   num_labels = data['labels'].shape[1]
   max_length = data['tokens'].shape[1]
   steps_per_epoch = -(-len(data['lengths']) // config.batch_size)
-  out = {'framework': 'pytorch', 'config': spec['config'], 'steps': {},
+  out = {'framework': 'pytorch', 'compiled': compiled, 'config': spec['config'], 'steps': {},
          'torch_threads': torch.get_num_threads(), 'device': str(device),
          'device_name': torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}
+  if compiled:
+    out['compile_backend'] = backend
 
-  def fresh():
+  def fresh(reset=True):
     torch.manual_seed(config.seed)
     model = ref.Classifier(config.model, int(data['vocab_size']), num_labels).to(device)
     opt, sched = ref.make_optimizer(config, model, steps_per_epoch)
+    if compiled:
+      if reset:
+        torch._dynamo.reset()  # Nothing compiled for an earlier model is reused.
+      model = torch.compile(model, backend=backend)  # Same parameters, compiled forward.
     return ref.make_train_step(config, model, opt, sched)
 
   def to_torch(b):
@@ -393,10 +427,18 @@ def torch_train(spec):
   for bs in spec['batch_sizes']:
     step = fresh()
     batches = [to_torch(b) for b in fixed_batches(data, bs, 8)]
-    for i in range(spec['warmup'] + 1):
+    start = compile_counters() if compiled else None
+    t = time.perf_counter()
+    step(*batches[0]).item()
+    first = time.perf_counter() - t
+    graphs_first = compile_counters()['graphs'] - start['graphs'] if compiled else None
+    t = time.perf_counter()
+    for i in range(1, spec['warmup'] + 1):
       step(*batches[i % 8])
     sync()
-    counter = [0]
+    warmup = (time.perf_counter() - t) / max(1, spec['warmup'])
+    before = compile_counters() if compiled else None
+    counter = [1 + spec['warmup']]
 
     def run_steps(k):
       for _ in range(k):
@@ -405,16 +447,29 @@ def torch_train(spec):
       loss.item()
 
     med, times = timed_repeats(run_steps, spec)
-    out['steps'][str(bs)] = {'batch_size': bs, 'length': max_length, 'seconds_per_step': med,
-                             'examples_per_second': bs / med, 'repeat_seconds_per_step': times,
-                             'page_faults_per_step': page_faults_per_step(run_steps)}
+    row = {'batch_size': bs, 'length': max_length, 'seconds_per_step': med,
+           'examples_per_second': bs / med, 'repeat_seconds_per_step': times,
+           'first_step_seconds': first, 'warmup_seconds_per_step': warmup,
+           'page_faults_per_step': page_faults_per_step(run_steps)}
+    if compiled:
+      after = compile_counters()
+      row.update(compile_seconds=first - med, graphs_compiled_first_step=graphs_first,
+                 graphs_compiled_warmup=before['graphs'] - start['graphs'] - graphs_first,
+                 graphs_compiled_timed=after['graphs'] - before['graphs'],
+                 graph_breaks=after['graph_breaks'])
+    out['steps'][str(bs)] = row
+  if compiled and spec['batch_sizes']:
+    s0 = out['steps'][str(spec['batch_sizes'][0])]
+    out['train_compile_seconds'] = s0['compile_seconds']
 
   # One epoch with a plain padded pipeline: shuffle, slice, pad to max_length (as Keras did).
   if spec.get('epoch', True):
-    step = fresh()
+    # Compiled: what the step measurement compiled may serve (its compile time is reported
+    # there); the untimed warm-up steps absorb any compilation left.
+    step = fresh(reset=False)
     n = len(data['lengths'])
     bs = config.batch_size
-    for b in fixed_batches(data, bs, 2):
+    for b in fixed_batches(data, bs, 2):  # Compiles (torch.compile) and warms up, untimed.
       step(*to_torch(b))
     sync()
     epoch_times = []
@@ -435,6 +490,18 @@ def torch_train(spec):
     out['epoch_repeat_seconds'] = epoch_times
     out['epoch_final_loss'] = float(np.mean(losses[-20:]))
   return out
+
+
+def torch_compile_train(spec):
+  """`torch_train` with `torch.compile(model)`; a failure to compile is a result, not a crash."""
+  import traceback
+  try:
+    return torch_train({**spec, 'compile': True})
+  except Exception as e:  # pylint: disable=broad-except
+    lines = [l for l in traceback.format_exception_only(type(e), e) if l.strip()]
+    return {'framework': 'pytorch', 'compiled': True, 'config': spec['config'],
+            'compile_backend': spec.get('compile_backend', 'inductor'),
+            'error': ' '.join(' '.join(lines).split())[:2000]}
 
 
 def evaluate(spec):
@@ -466,7 +533,8 @@ def evaluate(spec):
           'eval_batch_size': run.config.eval_batch_size}
 
 
-KINDS = {'jax_train': jax_train, 'torch_train': torch_train, 'evaluate': evaluate}
+KINDS = {'jax_train': jax_train, 'torch_train': torch_train,
+         'torch_compile_train': torch_compile_train, 'evaluate': evaluate}
 
 if __name__ == '__main__':
   kind, spec = sys.argv[1], json.loads(sys.argv[2])

@@ -1,4 +1,5 @@
-"""Tests of the benchmark command: the report (fast) and a `--quick` smoke run (slow, torch)."""
+"""Tests of the benchmark command: the report and the compiled PyTorch path (fast), and a
+`--quick` smoke run (slow, torch)."""
 
 import importlib.util
 import json
@@ -113,6 +114,170 @@ def test_page_faults_per_step_counts_fresh_pages():
   assert workers.page_faults_per_step(touch_fresh_pages, steps=3) > 1000
 
 
+def _with_compiled(results, eps, repeats=None, epoch_seconds=5.0, error=None):
+  """`results` with a torch.compile row: `eps` examples/s (timed repeats `repeats`)."""
+  if error:
+    results['rows'][0]['torch_compile'] = {'compiled': True, 'error': error}
+    return results
+  step = {'batch_size': 32, 'length': 128, 'seconds_per_step': 32 / eps,
+          'examples_per_second': eps, 'repeat_seconds_per_step': repeats or [32 / eps],
+          'first_step_seconds': 40.0, 'compile_seconds': 39.5, 'graphs_compiled_first_step': 2,
+          'graphs_compiled_timed': 0,
+          'graph_breaks': {'Attempted to wrap RNN, GRU, or LSTM': 1}}
+  results['rows'][0]['torch_compile'] = {
+      'compiled': True, 'compile_backend': 'inductor', 'steps': {'32': step},
+      'epoch_seconds': epoch_seconds, 'train_compile_seconds': 39.5}
+  results['machine']['cxx'] = 'c++ (Debian 12.2.0-14) 12.2.0'
+  results['torch_compile'] = True
+  return results
+
+
+def test_report_without_torch_compile_keeps_the_eager_table():
+  from benchmarks import report
+  text = report.markdown(_results())  # A results file without compiled figures (the GPU one).
+  assert '| genre_jax / PyTorch | ≥ 1.0 |\n' in text and 'torch.compile ex/s' not in text
+  assert 'Against `torch.compile`' not in text
+  assert '- PyTorch compiled (`torch.compile`): not measured in this run.' in text
+  gpu = report.markdown({**_results(), 'backend': 'gpu'})
+  assert '- PyTorch: eager on CUDA' in gpu and 'shown for comparison only' in gpu
+
+
+def test_report_shows_torch_compile_next_to_eager_in_every_row():
+  from benchmarks import report
+  # genre_jax 320 ex/s (its repeats: 0.1 s a step); torch.compile 200 ex/s, repeats apart.
+  text = report.markdown(_with_compiled(_results(), 200.0, repeats=[0.15, 0.16, 0.17]))
+  assert ('| genre_jax ex/s | PyTorch ex/s | genre_jax / PyTorch | ≥ 1.0 | torch.compile ex/s '
+          '| genre_jax / torch.compile | genre_jax ahead of torch.compile? |') in text
+  assert '| cnn | 14,558 | 32 | 128 | 320.0 | 100.0 | 3.20 | yes | 200.0 | 1.60 | yes |' in text
+  # Epoch: genre_jax 4.0 s, eager 10.0 s, compiled 5.0 s.
+  assert '| cnn | 4.00 | 32, 128 | 10.00 | 2.50 | yes | 5.00 | 1.25 | yes |' in text
+  assert 'genre_jax is ahead of the compiled PyTorch reference in every row' in text
+  assert '`torch.compile(model)` (backend: inductor' in text and 'c++ (Debian' in text
+  # Compile time apart: its own column, not in the step times.
+  assert '| config | train step s | eval step s | torch.compile train step s |' in text
+  assert '| cnn | 5.00 | 1.00 | 39.50 |' in text
+  assert ('`cnn` 2 graphs, 1 graph break (`Attempted to wrap RNN, GRU, or LSTM` ×1)' in text)
+
+
+def test_report_says_in_words_where_torch_compile_is_ahead():
+  from benchmarks import report
+  text = report.markdown(_with_compiled(_results(), 400.0, epoch_seconds=3.0))
+  row = next(l for l in text.splitlines() if l.startswith('| cnn | 14,558'))
+  assert row.endswith('| 400.0 | 0.80 | **no: torch.compile is ahead**, 25% more examples/s '
+                      'than genre_jax |')
+  epoch = next(l for l in text.splitlines() if l.startswith('| cnn | 4.00'))
+  assert epoch.endswith('| 3.00 | 0.75 | **no: torch.compile is ahead**, its epoch takes 25% '
+                        'less time than genre_jax\'s |')
+  assert 'genre_jax is **not** ahead of the compiled PyTorch reference' in text
+  assert ('- train step cnn batch 32: **no: torch.compile is ahead**, 25% more examples/s than '
+          'genre_jax (320.0 against 400.0 examples/s)') in text
+  assert '- epoch cnn: **no: torch.compile is ahead**' in text
+  assert 'every row' not in text
+  # Ahead on the medians, but the repeats overlap: said so, and listed.
+  text = report.markdown(_with_compiled(_results(), 300.0, repeats=[0.09, 0.107, 0.12]))
+  assert ('| 300.0 | 1.07 | ahead on the medians by 7%, but the timed repeats overlap: not '
+          'clearly ahead |') in text
+  assert '- train step cnn batch 32: ahead on the medians by 7%' in text
+
+
+def test_report_shows_a_torch_compile_failure_with_its_error():
+  from benchmarks import report
+  text = report.markdown(_with_compiled(_results(), 0, error='InductorError: no C++ compiler'))
+  row = next(l for l in text.splitlines() if l.startswith('| cnn | 14,558'))
+  assert row.endswith('| — | — | **torch.compile failed** (below) |')
+  assert ('`torch.compile` failed for `cnn` on this machine, so it has no compiled figures: '
+          '`InductorError: no C++ compiler`') in text
+  assert '| cnn | 5.00 | 1.00 | failed |' in text
+
+
+def test_against_compiled_words():
+  from benchmarks import report
+  jax_step = {'examples_per_second': 100.0, 'seconds_per_step': 0.32,
+              'repeat_seconds_per_step': [0.31, 0.32, 0.33]}
+  assert report.against_compiled(jax_step, None) == (None, '—')
+  ahead = {'examples_per_second': 50.0, 'seconds_per_step': 0.64,
+           'repeat_seconds_per_step': [0.6, 0.64, 0.7]}
+  assert report.against_compiled(jax_step, ahead) == (2.0, 'yes')
+  ratio, words = report.against_compiled(jax_step, {**ahead, 'examples_per_second': 125.0})
+  assert ratio == 0.8 and words.startswith('**no: torch.compile is ahead**')
+  overlap = {'examples_per_second': 99.0, 'repeat_seconds_per_step': [0.30, 0.323, 0.34]}
+  assert 'not clearly ahead' in report.against_compiled(jax_step, overlap)[1]
+
+
+def test_run_takes_the_data_only_from_the_environment(monkeypatch):
+  from benchmarks import run
+  monkeypatch.delenv('GENRE_JAX_MIRROR', raising=False)
+  assert 'GENRE_JAX_MIRROR' not in run.env()  # genre_jax.data.download's cache, then.
+  monkeypatch.setenv('GENRE_JAX_MIRROR', '/some/mirror')
+  assert run.env()['GENRE_JAX_MIRROR'] == '/some/mirror'
+  assert run.env(TORCHINDUCTOR_CACHE_DIR='/c')['TORCHINDUCTOR_CACHE_DIR'] == '/c'
+
+
+def test_a_failing_compiled_worker_is_recorded_not_fatal(monkeypatch, tmp_path):
+  from benchmarks import run
+  seen = {}
+
+  def worker(kind, spec, **extra_env):
+    seen.update(kind=kind, **extra_env)
+    raise RuntimeError('worker torch_compile_train cnn failed:\nInductorError: no compiler')
+
+  monkeypatch.setattr(run, 'worker', worker)
+  out = run.compiled_worker({'config': 'cnn'}, tmp_path / 'inductor_cnn')
+  assert seen == {'kind': 'torch_compile_train',
+                  'TORCHINDUCTOR_CACHE_DIR': str(tmp_path / 'inductor_cnn')}
+  assert out['compiled'] and 'InductorError: no compiler' in out['error']
+
+
+_needs_torch = pytest.mark.skipif(importlib.util.find_spec('torch') is None,
+                                  reason="PyTorch not installed (pip install -e '.[bench]')")
+
+
+def _tiny_torch_spec(tmp_path, **extra):
+  """A worker spec for configs/cnn.py made tiny, on 48 synthetic rows of 16 tokens."""
+  import numpy as np
+  rng = np.random.default_rng(0)
+  n, length = 48, 16
+  path = tmp_path / 'train.npz'
+  np.savez(path, tokens=rng.integers(1, 60, (n, length)), lengths=rng.integers(4, length + 1, n),
+           labels=(rng.random((n, 18)) < 0.2).astype(np.float32), vocab_size=60, n_train=n)
+  overrides = {'model.embed_dim': 8, 'model.conv_filters': 4, 'model.dropout': 0.0,
+               'model.word_dropout': 0.0, 'batch_size': 8}
+  return {'config': 'cnn', 'overrides': overrides, 'data': str(path), 'batch_sizes': [8],
+          'warmup': 2, 'repeats': 3, 'step_seconds': 0.02, 'epoch_repeats': 1, **extra}
+
+
+@_needs_torch
+def test_torch_compile_worker_times_compilation_apart(tmp_path):
+  """The compiled path: torch.compile'd model, compile time in the first step and reported apart,
+  nothing compiled during the timed steps, and the same training as eager on the same batches.
+  The 'eager' Dynamo backend keeps the test fast (no C++ code generation); run.py uses inductor."""
+  from benchmarks import workers
+  spec = _tiny_torch_spec(tmp_path, compile_backend='eager')
+  compiled = workers.torch_compile_train(spec)
+  assert 'error' not in compiled, compiled.get('error')
+  eager = workers.torch_train(spec)
+  assert compiled['compiled'] and compiled['compile_backend'] == 'eager'
+  assert not eager['compiled'] and 'compile_backend' not in eager
+  step = compiled['steps']['8']
+  assert step['graphs_compiled_first_step'] >= 1  # The first step compiled the model ...
+  assert step['graphs_compiled_timed'] == 0  # ... and the timed steps compiled nothing.
+  assert step['compile_seconds'] == step['first_step_seconds'] - step['seconds_per_step']
+  assert step['compile_seconds'] > 0  # Tracing made the first step the slowest.
+  assert compiled['train_compile_seconds'] == step['compile_seconds']
+  assert step['examples_per_second'] == 8 / step['seconds_per_step']
+  assert compiled['epoch_seconds'] > 0 and 'compile_seconds' not in eager['steps']['8']
+  # Same model, batches and optimizer (no dropout): the same losses as eager.
+  assert compiled['epoch_final_loss'] == pytest.approx(eager['epoch_final_loss'], rel=1e-4)
+
+
+@_needs_torch
+def test_torch_compile_failure_is_a_result_with_the_error(tmp_path):
+  from benchmarks import workers
+  out = workers.torch_compile_train(_tiny_torch_spec(tmp_path, compile_backend='no_such_backend'))
+  assert out['compiled'] and 'steps' not in out
+  assert 'no_such_backend' in out['error']
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec('torch') is None,
                     reason="PyTorch not installed (pip install '.[bench]')")
@@ -128,8 +293,13 @@ def test_quick_benchmark_run(tmp_path):
   assert row['torch']['steps']['32']['examples_per_second'] > 0
   assert row['jax']['epoch_seconds'] > 0 and row['torch']['epoch_seconds'] > 0
   assert results['inference']['predict_seconds'] > 0
+  compiled = row['torch_compile']
+  assert 'error' not in compiled, compiled.get('error')
+  assert compiled['steps']['32']['examples_per_second'] > 0 and compiled['epoch_seconds'] > 0
+  assert compiled['train_compile_seconds'] > 0
   text = out.read_text()
   assert 'Smoke run' in text and 'genre_jax / PyTorch' in text
+  assert 'genre_jax / torch.compile' in text
 
 
 @pytest.mark.skipif(importlib.util.find_spec('torch') is None,
