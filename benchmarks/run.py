@@ -142,10 +142,11 @@ def prepare_data(tmp, max_train, name):
   """The training split as configuration `name` tokenises it (its vocabulary size, minimum count
   and maximum length), saved once per distinct data section for the workers of both frameworks."""
   code = f'''
-import hashlib, json, pathlib, runpy, sys, numpy as np
+import hashlib, json, pathlib, sys, numpy as np
 sys.path.insert(0, {str(REPO)!r})
+import configs
 from genre_jax.data import pipeline
-data = runpy.run_path({str(REPO / 'configs' / (name + '.py'))!r})['get_config']().data
+data = configs.load({name!r}).data
 key = hashlib.sha1(data.to_json(sort_keys=True).encode()).hexdigest()[:10]
 path = pathlib.Path({str(tmp)!r}) / f'train_{{key}}.npz'
 if not path.exists():
@@ -165,9 +166,8 @@ with np.load(path) as f:
 
 
 def config_batch_size(name):
-  code = (f'import runpy; print(runpy.run_path({str(REPO / "configs" / (name + ".py"))!r})'
-          f'["get_config"]().batch_size)')
-  return int(subprocess.run([PY, '-c', code], capture_output=True, text=True,
+  code = f'import configs; print(configs.load({name!r}).batch_size)'
+  return int(subprocess.run([PY, '-c', code], cwd=REPO, capture_output=True, text=True,
                             env=env()).stdout.strip())
 
 

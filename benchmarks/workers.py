@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO))
 
 
 def load_config(name, overrides):
-  import runpy
-  config = runpy.run_path(str(REPO / 'configs' / f'{name}.py'))['get_config']()
+  import configs
+  config = configs.load(name)
   config.update_from_flattened_dict(overrides)
   return config
 

@@ -309,14 +309,13 @@ def test_quick_benchmark_run(tmp_path):
 def test_torch_reference_has_the_same_parameters(name):
   """The PyTorch reference builds the same model: its parameter count equals genre_jax's (PyTorch's
   LSTM has two bias vectors per gate set where genre_jax has one: counted once)."""
-  import runpy
-
   from flax import nnx
 
+  import configs
   from benchmarks import torch_reference
   from genre_jax import models
 
-  config = runpy.run_path(f'configs/{name}.py')['get_config']()
+  config = configs.load(name)
   ours = models.count_params(nnx.eval_shape(lambda: models.create_model(
       config.model, vocab_size=500, num_labels=18, pad_id=0, rngs=nnx.Rngs(0))))
   ref = torch_reference.Classifier(config.model, 500, 18)

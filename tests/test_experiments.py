@@ -165,9 +165,9 @@ def test_retrain_reruns_recorded_settings_without_writing(tmp_path, monkeypatch)
 
 def test_minilm_search_starts_from_its_config():
   """`--arch minilm` changes only the searched values of configs/minilm.py."""
-  import runpy
+  import configs
   from experiments import search
-  shipped = runpy.run_path(str(search.REPO / 'configs' / 'minilm.py'))['get_config']()
+  shipped = configs.load('minilm')
   trial = search.make_config('minilm', search.START['minilm'][0])
   changed = {k for k, v in trial.to_dict().items() if shipped.to_dict()[k] != v}
   assert changed <= {'learning_rate', 'num_epochs', 'progress_bar'}
@@ -177,12 +177,12 @@ def test_minilm_search_starts_from_its_config():
 @pytest.mark.parametrize('arch', report_lib.SEARCHED_CONFIGS)
 def test_tuned_configs_are_the_search_winners(arch):
   """configs/<arch>.py holds exactly the best validation trial of experiments/search_results.json."""
-  import runpy
+  import configs
   from experiments import search
   results = search.load_results()
   if not results.get(arch):
     pytest.skip(f'no search results for {arch}')
-  shipped = runpy.run_path(str(search.REPO / 'configs' / f'{arch}.py'))['get_config']().to_dict()
+  shipped = configs.load(arch).to_dict()
   searched = search.make_config(arch, search.best_params(arch, results)).to_dict()
   shipped.pop('progress_bar'), searched.pop('progress_bar')
   assert json.loads(json.dumps(shipped)) == json.loads(json.dumps(searched))
