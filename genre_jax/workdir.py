@@ -131,6 +131,7 @@ def open_for_writing(path: str | os.PathLike, what: str, *,
     yield path
     return
   made = _check_directory(path)
+  check_kind(path, what)  # Before locking: another kind's workdir gets nothing written.
   lock = filelock.FileLock(path / LOCK, timeout=0, preserve_lock_file=True)
   try:
     lock.acquire()
@@ -138,8 +139,10 @@ def open_for_writing(path: str | os.PathLike, what: str, *,
     raise GenreJaxError(f'workdir {path} is being written by {_owner(path)}; wait for it to '
                         'finish, stop it, or use another --workdir.') from None
   try:
-    write_text(path / OWNER, json.dumps({'pid': os.getpid(), 'host': socket.gethostname()}))
-    check_kind(path, what)
+    try:
+      write_text(path / OWNER, json.dumps({'pid': os.getpid(), 'host': socket.gethostname()}))
+    except OSError as e:
+      raise GenreJaxError(f'--workdir {path} cannot be written ({e.strerror or e}).') from None
     yield path
   except BaseException:
     if made and {p.name for p in path.iterdir()} <= {LOCK, OWNER}:

@@ -188,3 +188,15 @@ def test_legacy_workdir_without_commit_record_is_adopted(finished, straight, syn
   trainer.train_and_evaluate(_config(synthetic_jsonl), str(finished))
   assert json.loads((finished / checkpoint.COMMIT_FILE).read_text())['latest']['files']
   assert _outcome(finished) == straight
+
+
+def test_corrupt_latest_checkpoint_without_an_earlier_one_names_the_file(synthetic_jsonl,
+                                                                         tmp_path):
+  config = tiny_config(synthetic_jsonl, **{'num_epochs': 1, 'data.max_examples': EXAMPLES})
+  trainer.train_and_evaluate(config, str(tmp_path))
+  target = _first_array_file(next((tmp_path / 'checkpoints').iterdir()))
+  target.write_bytes(b'garbage')
+  config.num_epochs = 2
+  with pytest.raises(GenreJaxError, match=f'checkpoint file {target} is corrupt'):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  inference.load_run(tmp_path)  # best/ is intact: evaluate and predict still work.

@@ -203,7 +203,7 @@ def test_threshold_policy_command_scores_validation_halves_only(members, tmp_pat
 
 def _files(directory):
   return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob('*')
-          if p.is_file() and not p.name.startswith('.lock')}
+          if p.is_file()}
 
 
 def test_train_refuses_an_ensemble_workdir_and_leaves_it_intact(ensemble, synthetic_jsonl):
