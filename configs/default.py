@@ -36,6 +36,7 @@ def get_config():
   data.max_length = 128  # Tokens per synopsis after truncation.
   data.bucket_by_length = True  # Batches of similar lengths, padded to a few fixed widths.
   data.num_buckets = 4
+  data.token_cache = config_dict.placeholder(str)  # A directory: reuse tokenised splits (memmap).
 
   # ---- Model (union of all architectures' fields) ------------------------------------------
   config.model = model = ml_collections.ConfigDict()

@@ -9,6 +9,7 @@ same for a mistyped flag or config field and a missing or broken config file. Pr
 """
 
 import functools
+import os
 import sys
 
 from absl import flags
@@ -20,6 +21,11 @@ class GenreJaxError(Exception):
 
 class DataError(GenreJaxError):
   """A problem with a data set: missing, unreadable, malformed, or empty after cleaning."""
+
+
+class DiskFullError(GenreJaxError):
+  """The workdir's device is full. A command ends at once on it (`os._exit`): the background
+  writers of orbax and TensorBoard would only fail again, noisily, while the process shuts down."""
 
 
 EXIT_USER_ERROR = 2
@@ -45,14 +51,16 @@ def run_cli(main_fn):
     try:
       return main_fn(*args, **kwargs)
     except GenreJaxError as e:
-      _fail(str(e))
+      _fail(str(e), at_once=isinstance(e, DiskFullError))
 
   return wrapper
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, at_once: bool = False) -> None:
   sys.stdout.flush()
-  print(f'error: {message}', file=sys.stderr)
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  if at_once:
+    os._exit(EXIT_USER_ERROR)
   sys.exit(EXIT_USER_ERROR)
 
 

@@ -148,8 +148,9 @@ def score(run: inference.Run | inference.Ensemble, texts: list[str], labels: np.
 
 
 def evaluate_test_split(run: inference.Run | inference.Ensemble) -> dict[str, Any]:
-  """Re-scores the run's own test split (same split and label set as in training)."""
-  data = run.load_data()
+  """Re-scores the run's own test split (same split and label set as in training); the other
+  splits are not encoded."""
+  data = run.load_data(encode=('test',))
   if list(data.labels.classes) != list(run.labels.classes):
     raise GenreJaxError(f'the data now gives the label set {list(data.labels.classes)}, but the '
                         f'run in {run.workdir} was trained on {list(run.labels.classes)}.')

@@ -198,11 +198,13 @@ class Run:
     bs = batch_size_for(len(texts), self.config.eval_batch_size, self.mesh)
     return predict_probs(self.model, tokens, lengths, labels, batch_size=bs, mesh=self.mesh)
 
-  def load_data(self) -> pipeline.PreparedData:
-    """The run's data set with its saved split and label set, tokenised by this run."""
-    from genre_jax.data import pipeline
+  def load_data(self, encode: tuple[str, ...] | None = None) -> pipeline.PreparedData:
+    """The run's data set with its saved split and label set, tokenised by this run: the splits
+    in `encode` (default all three; `('test',)` to score the test split)."""
+    from genre_jax.data import pipeline, splits
     return pipeline.prepare(self.config.data, tokenizer_factory=lambda texts: self.tokenizer,
-                            split=self.meta['split'])
+                            split=self.meta['split'],
+                            encode=splits.SPLITS if encode is None else encode)
 
 
 @dataclasses.dataclass
@@ -255,9 +257,9 @@ class Ensemble:
     probs = self.combine(self.member_probs(texts, labels))
     return probs, losses.binary_cross_entropy(probs, labels)
 
-  def load_data(self) -> pipeline.PreparedData:
-    """The members' data set and split (read through the first member)."""
-    data = self.members[0].load_data()
+  def load_data(self, encode: tuple[str, ...] | None = None) -> pipeline.PreparedData:
+    """The members' data set and split (read through the first member; `encode` as there)."""
+    data = self.members[0].load_data(encode)
     data.report['vocab_size'] = [m.tokenizer.vocab_size for m in self.members]
     return data
 

@@ -7,7 +7,7 @@ a workdir with a configuration that changes the result: every field except `RESU
 one the run was started with. `RESUMABLE` may change on resume:
   num_epochs            extends (or shortens) a run; not with lr_schedule='cosine', whose decay
                         is laid out over num_epochs
-  progress_bar, num_examples_to_show, log_every_steps, data.mirror
+  progress_bar, num_examples_to_show, log_every_steps, data.mirror, data.token_cache
                         change nothing the run computes
 Fields missing from an older run's saved config are not compared.
 """
@@ -23,7 +23,7 @@ from genre_jax import optim
 from genre_jax.errors import GenreJaxError
 
 RESUMABLE = ('num_epochs', 'progress_bar', 'num_examples_to_show', 'log_every_steps',
-             'data.mirror')
+             'data.mirror', 'data.token_cache')
 EARLY_STOPPING_METRICS = ('loss', 'micro_f1', 'macro_f1', 'samples_f1', 'map')
 _AT_LEAST_ONE = ('num_epochs', 'batch_size', 'eval_batch_size', 'data.max_length',
                  'data.num_buckets', 'data.min_count', 'model.embed_dim', 'model.conv_filters',

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import filelock
 import numpy as np
 
+from genre_jax.errors import DiskFullError
 from genre_jax.errors import GenreJaxError
 
 MARKER, LOCK, OWNER = 'workdir.json', '.lock', '.lock.owner'
@@ -220,7 +221,7 @@ def disk_full_is_an_error(path: str | os.PathLike) -> Iterator[None]:
       free = f'{shutil.disk_usage(path).free / 2**20:.1f} MiB free'
     except OSError:
       free = 'free space unknown'
-    raise GenreJaxError(
+    raise DiskFullError(
         f'no space left on the device of workdir {path} ({free}); nothing of the unfinished '
         'epoch was kept. Free some space and rerun the same command: it resumes from the last '
         'finished epoch.') from None

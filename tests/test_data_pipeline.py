@@ -156,3 +156,88 @@ def test_cli_real_tmdb():
   assert summary['num_genres'] == 18 and abs(summary['label_cardinality'] - 2.57) < 0.005
   assert summary['genres']['Drama'] == 4542 and summary['genres']['TV Movie'] == 133
   assert sum(summary['splits'].values()) == 9985
+
+
+# ---- Encoding only some splits; the token cache -----------------------------------------------
+
+
+def assert_same_split_arrays(a, b):
+  assert a.ids == b.ids and a.texts == b.texts
+  for field in ('tokens', 'lengths', 'labels'):
+    np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def count_encodes(monkeypatch):
+  """Counts the texts that `WordTokenizer` splits from now on."""
+  seen = []
+  tokenize = pipeline.text.WordTokenizer.tokenize
+  monkeypatch.setattr(pipeline.text.WordTokenizer, 'tokenize',
+                      lambda self, t: seen.append(t) or tokenize(self, t))
+  return seen
+
+
+def test_encoding_only_the_test_split(tmp_path, monkeypatch):
+  config = data_config(write_csv(tmp_path / 'm.csv'))
+  full = pipeline.prepare(config)
+  seen = count_encodes(monkeypatch)
+  only = pipeline.prepare(config, tokenizer_factory=lambda texts: full.tokenizer,
+                          split=full.split_ids, encode=('test',))
+  assert list(only.arrays) == ['test'] and len(seen) == len(full.test)
+  assert_same_split_arrays(only.test, full.test)
+  assert only.labels.classes == full.labels.classes
+  assert only.test.reference_lengths is None
+  fitted = pipeline.prepare(config, encode=('test',))  # Tokenizer still fitted on train.
+  assert fitted.tokenizer.vocab == full.tokenizer.vocab
+  assert_same_split_arrays(fitted.test, full.test)
+  with pytest.raises(errors.DataError, match='unknown split names'):
+    pipeline.prepare(config, encode=('tset',))
+
+
+def test_token_cache_is_reused_and_follows_the_texts_and_tokenizer(tmp_path, monkeypatch):
+  path = write_csv(tmp_path / 'm.csv')
+  cache = tmp_path / 'cache'
+  config = data_config(path, token_cache=str(cache))
+  plain = pipeline.prepare(data_config(path))
+  first = pipeline.prepare(config)
+  entries = sorted(p.name for p in cache.iterdir())
+  assert len(entries) == 4 and not [e for e in entries if e.startswith('.')]  # Vocab + splits.
+  seen = count_encodes(monkeypatch)
+  again = pipeline.prepare(config)
+  assert seen == [] and sorted(p.name for p in cache.iterdir()) == entries
+  for name in ('train', 'validation', 'test'):
+    assert_same_split_arrays(first.arrays[name], plain.arrays[name])
+    assert_same_split_arrays(again.arrays[name], plain.arrays[name])
+    assert not again.arrays[name].tokens.flags.writeable  # Memory-mapped from the cache.
+  assert again.tokenizer.vocab == plain.tokenizer.vocab
+
+  # A new max_length or vocabulary: new entries; the old ones stay valid.
+  pipeline.prepare(data_config(path, token_cache=str(cache), max_length=5))
+  assert len(seen) == len(plain.records) and len(list(cache.iterdir())) == 7
+  pipeline.prepare(data_config(path, token_cache=str(cache), vocab_size=12))
+  assert len(list(cache.iterdir())) == 11
+
+  # A changed file: the splits whose texts changed are encoded again, with the new texts.
+  lines = path.read_text().splitlines()
+  test_id = plain.test.ids[0]
+  path.write_text('\n'.join(line.replace(',"movie', ',"film', 1) if line.startswith(f'{test_id},')
+                            else line for line in lines) + '\n')
+  del seen[:]
+  changed = pipeline.prepare(config)
+  assert changed.test.texts[0].startswith('film') and len(seen) == len(plain.test)
+  assert_same_split_arrays(changed.test, pipeline.prepare(data_config(path)).test)
+
+
+def test_token_cache_recomputes_a_damaged_entry(tmp_path):
+  path = write_csv(tmp_path / 'm.csv')
+  config = data_config(path, token_cache=str(tmp_path / 'cache'))
+  pipeline.prepare(config)
+  first = pipeline.prepare(data_config(path))
+  for i, entry in enumerate(sorted((tmp_path / 'cache').glob('tokens-*'))):
+    damaged = (entry / 'tokens.npy').read_bytes()[:100 * i]  # Empty, cut in the header, ...
+    (entry / 'tokens.npy').write_bytes(damaged)
+  for vocab in (tmp_path / 'cache').glob('vocab-*'):
+    vocab.write_text('{"kind": "word"')
+  again = pipeline.prepare(config)
+  for name in ('train', 'validation', 'test'):
+    assert_same_split_arrays(again.arrays[name], first.arrays[name])
+  assert again.tokenizer.vocab == first.tokenizer.vocab

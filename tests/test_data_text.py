@@ -68,3 +68,77 @@ def test_word_splitting_matches_sklearn_analyzer_on_real_synopses():
   texts = list(records['text'])
   same = sum(tok.tokenize(t) == analyze(t) for t in texts)
   assert same / len(texts) > 0.99, same
+
+
+# ---- The fast word splitting and fit against the `tokenizers` pipeline they replace ---------
+
+UNICODE = ['ΣΊΣΥΦΟΣ ΟΔΟΣ', 'İstanbul', 'ﬁne ﬂight', 'Ｆｕｌｌｗｉｄｔｈ，ｔｅｘｔ',
+           'a\u00a0b\u2003c\u3000d', 'x\x1cy\x1fz\x85w', '¿Qué? ¡Sí!', '日本語、テスト。「引用」',
+           '😀 emoji🎬film', 'e\u0301te\u0301', 'ß STRASSE straße', 'a‐b–c—d', '«guillemets» ‹x›',
+           'tab\tnew\nline\r\x0b\x0c', '', '   ', '...', 'Ǆ ǅ ǆ', 'x\u200by', 'a·b', '\u2028\u2029',
+           'Crème Brûlée', "l'été — d’accord"]
+
+
+def reference_words(lowercase=True):
+  """The words as WordTokenizer found them before: the `tokenizers` pipeline, text by text."""
+  from tokenizers import normalizers, pre_tokenizers
+  norm = normalizers.Sequence([normalizers.NFKC()] +
+                              ([normalizers.Lowercase()] if lowercase else []))
+  pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                 pre_tokenizers.Punctuation(behavior='removed')])
+  return lambda t: [w for w, _ in pre.pre_tokenize_str(norm.normalize_str(t))]
+
+
+def reference_fit(texts, vocab_size, min_count=1, lowercase=True):
+  """The vocabulary as `WordTokenizer.fit` built it before (a Counter over those words)."""
+  import collections
+  words = reference_words(lowercase)
+  counts = collections.Counter(w for t in texts for w in words(t))
+  ranked = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+  return [text.PAD, text.OOV] + ranked[:vocab_size - 2]
+
+
+@pytest.mark.parametrize('lowercase', [True, False])
+def test_words_equal_the_tokenizers_pipeline(lowercase):
+  tok = text.WordTokenizer([text.PAD, text.OOV], lowercase)
+  ref = reference_words(lowercase)
+  for t in UNICODE + [f'a{chr(c)}b' for c in range(128)]:
+    assert tok.tokenize(t) == ref(t), repr(t)
+  every = ' '.join(f'a{chr(c)}b{chr(c)}' for c in range(0x80, 0x3100))  # Learnt in one go.
+  assert tok.tokenize(every) == ref(every)
+
+
+@pytest.mark.parametrize('vocab_size, min_count', [(20_000, 1), (40, 1), (30, 3), (2, 1)])
+def test_fit_equals_the_counter_reference(vocab_size, min_count):
+  from tests.conftest import synthetic_records
+  texts = [r['text'] for r in synthetic_records(300)] + UNICODE * 3
+  fitted = text.WordTokenizer.fit(texts, vocab_size, min_count)
+  assert fitted.vocab == reference_fit(texts, vocab_size, min_count)
+
+
+def test_fit_equals_the_counter_reference_on_real_synopses():
+  from genre_jax.data import download, parsers, registry
+  from tests.conftest import mirror_or_skip
+  mirror_or_skip()
+  records, _ = parsers.load_records(download.fetch(registry.get_spec('tmdb_10k')), 'tmdb_csv')
+  texts = list(records['text'])
+  for vocab_size, min_count in [(20_000, 1), (20_000, 2), (5_000, 1)]:
+    assert text.WordTokenizer.fit(texts, vocab_size, min_count).vocab == reference_fit(
+        texts, vocab_size, min_count)
+
+
+def test_chunked_encoding_equals_one_chunk_and_the_reference_words():
+  from tests.conftest import synthetic_records
+  texts = [r['text'] for r in synthetic_records(50)] + UNICODE + ['word ' * 40]
+  tok = text.WordTokenizer.fit(texts[::2], vocab_size=60)
+  whole = tok.encode(texts, 12, chunk_size=10_000)
+  for chunk_size in (1, 7):
+    for a, b in zip(tok.encode(texts, 12, chunk_size=chunk_size), whole):
+      np.testing.assert_array_equal(a, b)
+  for row, words in enumerate(map(reference_words(), texts)):
+    ids = [tok.vocab.index(w) if w in tok.vocab else 1 for w in words][:12] or [1]
+    assert whole[1][row] == len(ids) and whole[0][row].tolist() == ids + [0] * (12 - len(ids))
+  tokens, lengths = np.zeros((len(texts), 12), np.int32), np.ones(len(texts), np.int32)
+  text.encode_into(tok.encode, texts, tokens, lengths, chunk_size=5)
+  np.testing.assert_array_equal(tokens, whole[0])
+  np.testing.assert_array_equal(lengths, whole[1])

@@ -23,7 +23,8 @@ class SplitArrays:
     lengths: [n] int32 number of real tokens, >= 1.
     labels: [n, G] float32 multi-hot genres (columns = `PreparedData.labels.classes`).
     reference_lengths: [n_train] int32 training lengths that bucket widths are computed from, so
-      that every split is batched to the same few widths.
+      that every split is batched to the same few widths (None when the training split was not
+      encoded: then the split's own lengths).
   """
   ids: list[str]
   texts: list[str]

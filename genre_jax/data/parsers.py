@@ -11,9 +11,10 @@ file (missing, not UTF-8, malformed, missing columns, duplicated ids, nothing le
 `DataError` whose message names the file and the place.
 """
 
+import codecs
 import collections
+import contextlib
 import dataclasses
-import io
 import json
 import math
 import os
@@ -44,6 +45,7 @@ _FORMATS = {
 assert set(_FORMATS) == set(registry.FORMATS)
 
 _MAX_LISTED = 5  # Examples named in an error message.
+_CSV_BLOCK_ROWS = 200_000  # Rows parsed at a time (their unused columns then dropped).
 
 
 def load_records(path: str | os.PathLike, format: str, *, text_column: str | None = None,
@@ -75,8 +77,8 @@ def load_records(path: str | os.PathLike, format: str, *, text_column: str | Non
   columns = Columns(text=text_column or default.text, genres=genre_column or default.genres,
                     id=id_column or default.id, title=title_column or default.title)
   path = Path(path)
-  text = _read_text(path)
-  frame = _parse_csv(text, path) if kind == 'csv' else _parse_json(text, path)
+  _check_readable(path)
+  frame = _parse_csv(path, columns) if kind == 'csv' else _parse_json(path)
   records, report = _clean(frame, columns, genre_separator, source=str(path))
   report = {'source': str(path), 'format': format, **report}
   if max_examples is not None:
@@ -88,63 +90,108 @@ def load_records(path: str | os.PathLike, format: str, *, text_column: str | Non
   return records, report
 
 
-def _read_text(path: Path) -> str:
-  """Returns the file's contents decoded as UTF-8 (a byte-order mark is skipped)."""
+def _check_readable(path: Path) -> None:
   if not path.exists():
     raise errors.DataError(f'data file not found: {path} (check the path; named data sets are '
                            'listed by `python -m genre_jax.data --list`).')
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+  """Turns the errors of reading `path` (not readable, not UTF-8) into `DataError`s."""
   try:
-    data = path.read_bytes()
+    yield
+  except UnicodeDecodeError:
+    raise _not_utf8(path) from None
   except OSError as e:
     raise errors.DataError(f'cannot read data file {path}: {e.strerror or e}.') from None
-  try:
-    return data.decode('utf-8-sig')
-  except UnicodeDecodeError as e:
-    line = data[:e.start].count(b'\n') + 1
-    raise errors.DataError(
-        f'{path} is not valid UTF-8: byte {data[e.start]:#04x} at offset {e.start} (line {line}) '
-        f'cannot be decoded ({e.reason}). Convert the file to UTF-8, e.g. '
-        f'`iconv -f latin1 -t utf-8 {path.name} > fixed.{path.suffix.lstrip(".") or "txt"}`.'
-    ) from None
 
 
-def _parse_csv(text: str, path: Path) -> pd.DataFrame:
-  """Parses CSV text (quoted fields may contain line breaks); every cell is a str or NaN."""
+def _not_utf8(path: Path) -> errors.DataError:
+  """The error for a file that is not UTF-8, naming its first bad byte, offset and line: the file
+  is decoded again in blocks (readers report offsets within their own buffers)."""
+  decoder = codecs.getincrementaldecoder('utf-8')()
+  offset = newlines = 0  # Bytes and line breaks before `block`.
+  with open(path, 'rb') as f:
+    while True:
+      block, pending = f.read(1 << 20), decoder.getstate()[0]
+      try:
+        decoder.decode(block, final=not block)
+      except UnicodeDecodeError as e:
+        data = pending + block  # `pending`: the start of a character cut by the last block.
+        line = newlines + data[:e.start].count(b'\n') + 1
+        return errors.DataError(
+            f'{path} is not valid UTF-8: byte {data[e.start]:#04x} at offset '
+            f'{offset - len(pending) + e.start} (line {line}) cannot be decoded ({e.reason}). '
+            f'Convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > '
+            f'fixed.{path.suffix.lstrip(".") or "txt"}`.')
+      if not block:
+        return errors.DataError(f'{path} is not valid UTF-8.')
+      offset, newlines = offset + len(block), newlines + block.count(b'\n')
+
+
+def _parse_csv(path: Path, columns: Columns) -> pd.DataFrame:
+  """Parses a CSV file (quoted fields may contain line breaks); every cell is a str or NaN.
+
+  pandas reads the file itself (no copy of its text in Python), in blocks of rows of which only
+  the record columns are kept (all of them when one is missing, for the error message).
+  """
+  wanted = {c for c in dataclasses.astuple(columns) if c is not None}
   try:
-    return pd.read_csv(io.StringIO(text), dtype=str)
+    with (_reading(path), pd.read_csv(path, dtype=str, encoding='utf-8-sig',
+                                      chunksize=_CSV_BLOCK_ROWS) as reader):
+      blocks = [b[[c for c in b.columns if c in wanted]] if wanted <= set(b.columns) else b
+                for b in reader]
   except pd.errors.EmptyDataError:
     return pd.DataFrame()
   except (pd.errors.ParserError, ValueError) as e:
     raise errors.DataError(f'{path} is not a well-formed CSV file: {str(e).strip()}') from None
+  return pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame()
 
 
-def _parse_json(text: str, path: Path) -> pd.DataFrame:
+def _parse_json(path: Path) -> pd.DataFrame:
   """Parses a JSON array of objects or JSON lines (one object per line, blank lines skipped)."""
-  if text.lstrip().startswith('['):
-    try:
-      rows = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise errors.DataError(f'{path} is not valid JSON: {e.msg} at line {e.lineno}, column '
-                             f'{e.colno}.') from None
-    where = lambda i: f'element {i + 1} of the JSON array'
-  else:
-    rows, lines = [], []
-    for lineno, line in enumerate(text.split('\n'), start=1):
-      if not line.strip():
-        continue
+  with _reading(path), open(path, encoding='utf-8-sig', newline='\n') as f:
+    if _first_character(f) == '[':
       try:
-        rows.append(json.loads(line))
+        rows = json.load(f)
       except json.JSONDecodeError as e:
-        raise errors.DataError(
-            f'{path} line {lineno} is not valid JSON ({e.msg} at column {e.colno}); expected one '
-            'JSON object per line (JSON lines) or a single JSON array of objects.') from None
-      lines.append(lineno)
-    where = lambda i: f'line {lines[i]}'
+        raise errors.DataError(f'{path} is not valid JSON: {e.msg} at line {e.lineno}, column '
+                               f'{e.colno}.') from None
+      where = lambda i: f'element {i + 1} of the JSON array'
+    else:
+      rows, lines = _json_lines(f, path)
+      where = lambda i: f'line {lines[i]}'
   for i, row in enumerate(rows):
     if not isinstance(row, dict):
       raise errors.DataError(f'{path} {where(i)} is a JSON {type(row).__name__}, expected an '
                              'object with named fields.')
   return pd.DataFrame(rows, dtype=object)
+
+
+def _first_character(f) -> str:
+  """The first non-blank character of the text file `f` ('' if none); rewinds `f`."""
+  while block := f.read(1 << 16):
+    if block.strip():
+      break
+  f.seek(0)
+  return block.lstrip()[:1]
+
+
+def _json_lines(f, path: Path) -> tuple[list, list[int]]:
+  """The objects of a JSON-lines file and their 1-based line numbers."""
+  rows, lines = [], []
+  for lineno, line in enumerate(f, start=1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      raise errors.DataError(
+          f'{path} line {lineno} is not valid JSON ({e.msg} at column {e.colno}); expected one '
+          'JSON object per line (JSON lines) or a single JSON array of objects.') from None
+    lines.append(lineno)
+  return rows, lines
 
 
 def _is_missing(value) -> bool:
@@ -221,6 +268,7 @@ def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
 
   titles = (frame[columns.title] if columns.title else [''] * n_rows)
   kept = collections.defaultdict(list)
+  names = {}  # One str object per genre name, shared by the rows (saves memory at scale).
   dropped_no_text = dropped_no_genre = duplicates = 0
   for row, (id_, title, text, raw_genres) in enumerate(
       zip(ids, titles, frame[columns.text], frame[columns.genres]), start=1):
@@ -233,7 +281,7 @@ def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
     if not genres:
       dropped_no_genre += 1
       continue
-    unique = list(dict.fromkeys(genres))
+    unique = [names.setdefault(g, g) for g in dict.fromkeys(genres)]
     duplicates += len(genres) - len(unique)
     kept['id'].append(id_)
     kept['title'].append('' if _is_missing(title) else str(title).strip())

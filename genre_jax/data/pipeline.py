@@ -5,7 +5,9 @@
 
 `data_config` is the `config.data` section of configs/default.py (fields name, path, format,
 text_column, genre_column, id_column, title_column, mirror, max_examples, split_seed, split_sizes,
-vocab_size, min_count, max_length, bucket_by_length, num_buckets; optional genre_separator).
+vocab_size, min_count, max_length, bucket_by_length, num_buckets; optional genre_separator and
+token_cache, a directory that keeps tokenisation between runs, see `token_cache`).
+Texts are tokenised a chunk at a time straight into the `[n, L]` arrays.
 """
 
 import collections
@@ -23,6 +25,7 @@ from genre_jax.data import parsers
 from genre_jax.data import registry
 from genre_jax.data import splits
 from genre_jax.data import text
+from genre_jax.data import token_cache
 
 SplitArrays = batching.SplitArrays  # Re-exported: the arrays of one split.
 
@@ -39,7 +42,8 @@ class PreparedData:
     split: split name -> sorted int64 indices into `records`.
     tokenizer: a fitted tokenizer (`WordTokenizer` by default).
     labels: the `LabelEncoder` fitted on the training split.
-    arrays: split name -> `SplitArrays` (also available as `.train`, `.validation`, `.test`).
+    arrays: split name -> `SplitArrays` (also available as `.train`, `.validation`, `.test`) of
+      the splits `prepare` was asked to encode (all three by default).
   """
   records: pd.DataFrame
   report: dict
@@ -94,7 +98,8 @@ def load(data_config) -> tuple[pd.DataFrame, dict]:
 
 
 def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | None = None,
-            split: dict[str, Sequence[str]] | None = None) -> PreparedData:
+            split: dict[str, Sequence[str]] | None = None,
+            encode: Sequence[str] = splits.SPLITS) -> PreparedData:
   """Loads, splits and encodes the data.
 
   Args:
@@ -103,43 +108,81 @@ def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | 
       `vocab_size` and `min_count` from `data_config`.
     split: a saved split (split name -> record ids, from `PreparedData.split_ids`) to reuse
       instead of computing one.
+    encode: the splits to encode into `arrays` (e.g. `('test',)` to score the test split); the
+      tokenizer and the label set still come from the training split.
 
   Returns:
     The `PreparedData`; its tokenizer and label set are fitted on the training split only.
   """
+  unknown_names = sorted(set(encode) - set(splits.SPLITS))
+  if unknown_names:
+    raise errors.DataError(f'unknown split names {unknown_names}; expected {list(splits.SPLITS)}.')
   records, report = load(data_config)
-  ids = list(records['id'])
   if split is None:
     split = splits.split_indices(records['genres'], data_config.split_sizes,
                                  data_config.split_seed)
   else:
-    split = splits.split_from_ids(split, ids)
+    split = splits.split_from_ids(split, list(records['id']))
+  cache = getattr(data_config, 'token_cache', None)
   train_records = records.iloc[split['train']]
   train_texts = list(train_records['text'])
-  if tokenizer_factory is None:
-    tokenizer = text.WordTokenizer.fit(train_texts, data_config.vocab_size,
-                                       data_config.min_count)
-  else:
-    tokenizer = tokenizer_factory(train_texts)
-  labels = text.LabelEncoder.fit(train_records['genres'])
-  if len(labels.classes) < 2:
-    raise errors.DataError(
-        f'{report["source"]}: the training split has {len(labels.classes)} genre(s) '
-        f'({", ".join(labels.classes)}); a multi-label classifier needs at least two (with one, '
-        'every prediction is trivially right). Check the genre column and separator.')
+  digests = {'train': token_cache.digest(train_texts)} if cache is not None else {}
+  tokenizer = fit_tokenizer(data_config, train_texts, tokenizer_factory, digests.get('train'))
+  labels = fit_labels(train_records['genres'], report['source'])
   arrays, unknown = {}, {}
-  for name, indices in split.items():
-    part = records.iloc[indices]
-    tokens, lengths = tokenizer.encode(list(part['text']), data_config.max_length)
-    y, unknown[name] = labels.transform(list(part['genres']))
-    arrays[name] = SplitArrays(list(part['id']), list(part['text']), tokens, lengths, y)
+  for name in encode:
+    texts = train_texts if name == 'train' else None
+    arrays[name], unknown[name] = encode_split(records.iloc[split[name]], tokenizer, labels,
+                                               data_config, texts, digests.get(name))
   for part in arrays.values():
-    part.reference_lengths = arrays['train'].lengths
+    part.reference_lengths = arrays['train'].lengths if 'train' in arrays else None
   report.update(split_seed=data_config.split_seed, split_sizes=list(data_config.split_sizes),
                 vocab_size=tokenizer.vocab_size,
                 unknown_genres={k: v for k, v in unknown.items() if v},
                 not_in_split=len(records) - sum(len(v) for v in split.values()))
   return PreparedData(records, report, split, tokenizer, labels, arrays)
+
+
+def fit_tokenizer(data_config, train_texts: list[str],
+                  tokenizer_factory: Callable[[Sequence[str]], object] | None,
+                  train_digest: str | None = None):
+  """The tokenizer of `prepare`: `tokenizer_factory(train_texts)`, else a `WordTokenizer` fitted
+  on them (read from `data_config.token_cache` when set; `train_digest`: their digest)."""
+  if tokenizer_factory is not None:
+    return tokenizer_factory(train_texts)
+  fit = lambda: text.WordTokenizer.fit(train_texts, data_config.vocab_size,
+                                       data_config.min_count)
+  params = {'kind': 'word', 'vocab_size': data_config.vocab_size,
+            'min_count': data_config.min_count}
+  return token_cache.fitted(getattr(data_config, 'token_cache', None),
+                            train_digest or token_cache.digest(train_texts), params, fit)
+
+
+def fit_labels(train_genres: Sequence[Sequence[str]], source: str) -> text.LabelEncoder:
+  """The label set of the training split (at least two genres)."""
+  labels = text.LabelEncoder.fit(train_genres)
+  if len(labels.classes) < 2:
+    raise errors.DataError(
+        f'{source}: the training split has {len(labels.classes)} genre(s) '
+        f'({", ".join(labels.classes)}); a multi-label classifier needs at least two (with one, '
+        'every prediction is trivially right). Check the genre column and separator.')
+  return labels
+
+
+def encode_split(part: pd.DataFrame, tokenizer, labels: text.LabelEncoder, data_config,
+                 texts: list[str] | None = None,
+                 texts_digest: str | None = None) -> tuple[SplitArrays, dict[str, int]]:
+  """Encodes the records `part` of one split (texts chunk by chunk, or from the token cache).
+
+  Returns:
+    Its `SplitArrays` and the counts of its genres not in `labels` (see `LabelEncoder.transform`).
+  """
+  texts = list(part['text']) if texts is None else texts
+  cache = getattr(data_config, 'token_cache', None)
+  tokens, lengths = token_cache.encode(cache, tokenizer, texts, data_config.max_length,
+                                       texts_digest)
+  y, unknown = labels.transform(list(part['genres']))
+  return SplitArrays(list(part['id']), texts, tokens, lengths, y), unknown
 
 
 def summary(prepared: PreparedData) -> dict:

@@ -35,7 +35,9 @@ def split_indices(genres: Sequence[Sequence[str]], sizes: Sequence[float] = (0.8
   if len(sizes) != 3 or min(sizes) < 0 or sizes[0] <= 0 or abs(sum(sizes) - 1) > 1e-6:
     raise errors.DataError(f'split sizes must be three fractions (train, validation, test), '
                            f'train > 0, summing to 1; got {tuple(sizes)}.')
-  y = preprocessing.MultiLabelBinarizer().fit_transform(genres).astype(bool)
+  # Sparse, then bool: the dense int64 matrix would be 8 bytes per record and genre.
+  y = preprocessing.MultiLabelBinarizer(sparse_output=True).fit_transform(genres)
+  y = y.astype(bool).toarray()
   used = [k for k, size in enumerate(sizes) if size > 0]
   # As MultilabelStratifiedShuffleSplit does, but with all three parts in one pass.
   rng = np.random.RandomState(seed)
