@@ -426,11 +426,45 @@ def results_file(backend):
   return 'results.json' if backend == 'cpu' else f'results_{backend}.json'
 
 
+def scale_section(r) -> str:
+  """The data-layer scaling run (`python -m benchmarks.scale`, benchmarks/scale_results.json)."""
+  from benchmarks import scale
+  targets, big = r['targets'], r['sizes'][-1]
+  growth = big.get('rss_growth_bytes_per_row')
+  verdict = lambda ok: 'met' if ok else '**not met**'
+  m = r.get('machine', {})
+  return '\n'.join([
+      '## Data larger than memory', '',
+      f'Command: `{r["command"]}` ({r["date"]}; {m.get("cpu_model", "this machine")}, '
+      f'{m.get("usable_cpus", "?")} cores, '
+      f'{m.get("memory_bytes", 0) / 2**30:.0f} GiB). '
+      'Synthetic data built from the TMDB file (fresh ids, perturbed words); each size in a fresh process: `pipeline.prepare` of the whole file with '
+      'configs/default.py\'s data section (seconds per stage), its peak RSS, then the tuned '
+      'CNN\'s train step on that data. An idle Python process holds '
+      f'{r["idle_python_rss_bytes"] / 1e6:.0f} MB.', '',
+      scale.table(r['sizes']), '',
+      f'- {big["rows"]:,} rows prepared in ≤ {targets["prepare_seconds_1m"]:.0f} s: '
+      f'{verdict(big["prepare_seconds"] <= targets["prepare_seconds_1m"])} '
+      f'({big["prepare_seconds"]:.1f} s).',
+      f'- peak RSS ≤ {targets["peak_rss_gb_1m"]:.0f} GB: '
+      f'{verdict(big["peak_rss_bytes"] <= targets["peak_rss_gb_1m"] * 1e9)} '
+      f'({big["peak_rss_bytes"] / 1e9:.2f} GB).',
+      f'- peak RSS growth ≤ {targets["rss_growth_bytes_per_row"]:.0f} B per extra row: '
+      f'{verdict(growth is not None and growth <= targets["rss_growth_bytes_per_row"])} '
+      f'({growth:.0f} B; what one row holds: '
+      + ', '.join(f'{k.replace("_", " ")} {v / big["rows"]:.0f} B'
+                  for k, v in big.get('memory_parts', {}).items()) + ').', ''])
+
+
 def document(repo: pathlib.Path) -> str:
-  """BENCHMARKS.md: the CPU run (benchmarks/results.json), then the GPU run, if one was made."""
+  """BENCHMARKS.md: the CPU run (benchmarks/results.json), the data-layer scaling run
+  (benchmarks/scale_results.json), then the GPU run, if one was made."""
   cpu = repo / 'benchmarks' / 'results.json'
   gpu = repo / 'benchmarks' / 'results_gpu.json'
+  scaled = repo / 'benchmarks' / 'scale_results.json'
   parts = [markdown(json.loads(cpu.read_text()))] if cpu.exists() else []
+  if scaled.exists():
+    parts.append(scale_section(json.loads(scaled.read_text())))
   if gpu.exists():
     r = json.loads(gpu.read_text())
     names = ', '.join(g.split(',')[0] for g in r['machine'].get('gpus', [])) or 'GPU'
