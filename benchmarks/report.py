@@ -438,7 +438,8 @@ def scale_section(r) -> str:
       f'Command: `{r["command"]}` ({r["date"]}; {m.get("cpu_model", "this machine")}, '
       f'{m.get("usable_cpus", "?")} cores, '
       f'{m.get("memory_bytes", 0) / 2**30:.0f} GiB). '
-      'Synthetic data built from the TMDB file (fresh ids, perturbed words); each size in a fresh process: `pipeline.prepare` of the whole file with '
+      'Synthetic data built from the TMDB file (fresh ids, perturbed words); each size in a '
+      'fresh process: `pipeline.prepare` of the whole file with '
       'configs/default.py\'s data section (seconds per stage), its peak RSS, then the tuned '
       'CNN\'s train step on that data. An idle Python process holds '
       f'{r["idle_python_rss_bytes"] / 1e6:.0f} MB.', '',
