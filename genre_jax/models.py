@@ -174,15 +174,7 @@ class LSTMClassifier(Classifier):
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
 
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Computes logits.
-
-    Args:
-      tokens: `[batch, L]` int32.
-      lengths: `[batch]` int32, real lengths.
-
-    Returns:
-      `[batch, num_labels]` float32 logits.
-    """
+    """tokens [batch, L] int32, lengths [batch] int32 -> logits [batch, num_labels] float32."""
     x = self.embed_dropout(_maybe(self.word_dropout, self.embed(tokens)))
     if self.conv is not None:
       x = self.conv(x, lengths)
@@ -215,15 +207,7 @@ class CNNClassifier(Classifier):
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
 
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Computes logits.
-
-    Args:
-      tokens: `[batch, L]` int32.
-      lengths: `[batch]` int32, real lengths.
-
-    Returns:
-      `[batch, num_labels]` float32 logits.
-    """
+    """tokens [batch, L] int32, lengths [batch] int32 -> logits [batch, num_labels] float32."""
     x = self.embed_dropout(_maybe(self.word_dropout, self.embed(tokens)))
     x = self.conv(x, lengths)
     return self.head(layers.pool_over_time(x, lengths, self.pooling))

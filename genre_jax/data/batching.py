@@ -58,6 +58,34 @@ def local_rows(index: np.ndarray, part: tuple[int, int]) -> np.ndarray:
   return np.array_split(index, part[1])[part[0]]
 
 
+def _plan(arrays, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
+          bucket_by_length: bool, num_buckets: int,
+          widths: Sequence[int] | None) -> list[tuple[int, np.ndarray]]:
+  """One epoch's batches as (width, the split's rows [<= B]), in the order `batches` yields."""
+  n, max_length = arrays.tokens.shape
+  if bucket_by_length:
+    if widths is None:
+      reference = getattr(arrays, 'reference_lengths', None)
+      widths = bucket_widths(arrays.lengths if reference is None else reference, max_length,
+                             num_buckets)
+    widths = np.asarray(sorted(widths))
+    if widths[-1] < max_length:
+      widths = np.append(widths, max_length)
+    bucket = np.searchsorted(widths, arrays.lengths)  # Smallest width >= length.
+  else:
+    widths, bucket = np.asarray([max_length]), np.zeros(n, np.int64)
+  rng = np.random.default_rng((seed, epoch)) if shuffle else None
+  plan = []  # (width, example indices) per batch.
+  for b, width in enumerate(widths):
+    members = np.flatnonzero(bucket == b)
+    if rng is not None:
+      members = rng.permutation(members)
+    plan += [(int(width), members[i:i + batch_size]) for i in range(0, len(members), batch_size)]
+  if rng is not None:
+    plan = [plan[i] for i in rng.permutation(len(plan))]
+  return plan
+
+
 def batches(arrays, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
             bucket_by_length: bool = False, num_buckets: int = 1, pad_final: bool = True,
             widths: Sequence[int] | None = None,
@@ -84,27 +112,8 @@ def batches(arrays, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int
     split's row of every row of the global batch (-1 padding). Padding rows have tokens 0 and
     length 1.
   """
-  n, max_length = arrays.tokens.shape
-  if bucket_by_length:
-    if widths is None:
-      reference = getattr(arrays, 'reference_lengths', None)
-      widths = bucket_widths(arrays.lengths if reference is None else reference, max_length,
-                             num_buckets)
-    widths = np.asarray(sorted(widths))
-    if widths[-1] < max_length:
-      widths = np.append(widths, max_length)
-    bucket = np.searchsorted(widths, arrays.lengths)  # Smallest width >= length.
-  else:
-    widths, bucket = np.asarray([max_length]), np.zeros(n, np.int64)
-  rng = np.random.default_rng((seed, epoch)) if shuffle else None
-  plan = []  # (width, example indices) per batch.
-  for b, width in enumerate(widths):
-    members = np.flatnonzero(bucket == b)
-    if rng is not None:
-      members = rng.permutation(members)
-    plan += [(int(width), members[i:i + batch_size]) for i in range(0, len(members), batch_size)]
-  if rng is not None:
-    plan = [plan[i] for i in rng.permutation(len(plan))]
+  plan = _plan(arrays, batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+               bucket_by_length=bucket_by_length, num_buckets=num_buckets, widths=widths)
   for width, members in plan:
     size = batch_size if pad_final else len(members)
     index = np.full(size, -1, np.int64)
