@@ -152,7 +152,7 @@ class RunCheckpoints:
 
   def _restore(self, kind: str, directory: pathlib.Path, args: dict[str, Any]) -> dict[str, Any]:
     try:
-      return _checkpointer().restore(directory, args=ocp.args.Composite(**args))
+      return _checkpointer().restore(directory.absolute(), args=ocp.args.Composite(**args))
     except GenreJaxError:
       raise
     except Exception as e:  # Workdirs without checksums: a damaged file surfaces here.
@@ -305,7 +305,7 @@ class RunCheckpoints:
     directory = self.workdir / kind / str(step)
     directory.parent.mkdir(parents=True, exist_ok=True)
     try:
-      _checkpointer().save(directory, args=ocp.args.Composite(
+      _checkpointer().save(directory.absolute(), args=ocp.args.Composite(
           state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
     except BaseException:  # E.g. a full disk: stop orbax's threads before the error surfaces.
       _checkpointer().close()

@@ -136,3 +136,15 @@ def test_write_text_killed_before_rename_keeps_the_old_file(tmp_path):
   assert path.read_text() == 'old'
   workdir_lib.remove_temporaries(tmp_path)
   assert [p.name for p in tmp_path.iterdir()] == ['f.json']
+
+
+def test_relative_workdir_trains_resumes_and_loads(synthetic_jsonl, tmp_path, monkeypatch):
+  """The README's commands give relative workdirs (`--workdir runs/cnn`); orbax wants absolute
+  paths."""
+  from genre_jax import inference, trainer
+  from tests.conftest import tiny_config
+  monkeypatch.chdir(tmp_path)
+  trainer.train_and_evaluate(tiny_config(synthetic_jsonl), 'runs/tiny')
+  report = trainer.train_and_evaluate(tiny_config(synthetic_jsonl, num_epochs=2), 'runs/tiny')
+  assert report['epochs_run'] == 2
+  inference.load_run('runs/tiny')
