@@ -84,6 +84,7 @@ class RunCheckpoints:
   def __init__(self, workdir: str | pathlib.Path):
     self.workdir = pathlib.Path(workdir)
     self._record: dict[str, Any] | None = None
+    self._checked: set[pathlib.Path] = set()  # Step directories whose checksums matched.
 
   # ---- Reading ---------------------------------------------------------------------------------
 
@@ -130,6 +131,8 @@ class RunCheckpoints:
   def _verified(self, kind: str, entry: dict[str, Any]) -> pathlib.Path:
     """The step directory of `entry`, after checking every file against its checksum."""
     directory = self.workdir / kind / str(entry['step'])
+    if directory in self._checked:  # Read again in one process (meta, then arrays): hash once.
+      return directory
     if not directory.is_dir():
       raise GenreJaxError(f'the committed checkpoint {directory} is missing (deleted by hand?).'
                           + self._hint(kind))
@@ -141,6 +144,7 @@ class RunCheckpoints:
         if hashlib.file_digest(f, 'sha256').hexdigest() != digest:
           raise GenreJaxError(f'checkpoint file {path} is corrupt (its checksum differs from the '
                               'one recorded when it was written).' + self._hint(kind))
+    self._checked.add(directory)
     return directory
 
   def _hint(self, kind: str) -> str:
@@ -218,7 +222,9 @@ class RunCheckpoints:
             f'{self.workdir / LATEST / str(meta["step"])}.', flush=True)
       record = {**record, 'latest': record['previous'], 'previous': None}
     if parallel.is_lead():
-      self._write_record({**self._with_digests(record), 'epoch': meta['epoch']})
+      current = {**self._with_digests(record), 'epoch': meta['epoch']}
+      if current != self.record:  # A rollback, or a workdir from before commit.json.
+        self._write_record(current)
       self._collect()
       self._write_metrics(meta['history'])
     parallel.barrier('genre_jax.checkpoint.recovered')
