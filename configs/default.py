@@ -88,6 +88,10 @@ def get_config():
   config.threshold = threshold = ml_collections.ConfigDict()
   threshold.per_genre = False  # Also tune one threshold per genre (on validation).
   threshold.at_least_one = False  # Always predict the most probable genre.
+  # Temperature scaling fitted on validation before the thresholds are tuned ('none': off).
+  config.calibration = calibration = ml_collections.ConfigDict()
+  calibration.method = 'temperature'
+  calibration.per_genre = False  # One temperature per genre instead of one for the run.
   config.num_examples_to_show = 5
   config.progress_bar = True
   config.log_every_steps = 50  # Training loss to WORKDIR/tensorboard every N steps.

@@ -10,8 +10,10 @@ committed best checkpoint, `thresholds.json`, `config.json` and `report.json` ar
 (a pretrained member still reads its base checkpoint, `model.pretrained_path`, when loaded).
 The members' probabilities are averaged with equal weights, or (`weights='tuned'`) with the
 weights of a grid on the simplex (steps of `WEIGHT_STEP`) that give the best validation micro-F1,
-each at its own validation-tuned threshold. The threshold is tuned on validation (`at_least_one`
-as in the first member's config), the test split scored once, and `WORKDIR/thresholds.json`,
+each at its own validation-tuned threshold. Each member's probabilities are calibrated by its own
+temperature; the ensemble fits one more (`calibration`) on the combined validation probabilities.
+The threshold is tuned on validation (`at_least_one` as in the first member's config), the test
+split scored once, and `WORKDIR/calibration.json`, `WORKDIR/thresholds.json`,
 `WORKDIR/report.json` (the trainer's keys, plus `members` and `weights`) and
 `WORKDIR/ensemble.json` are written, under the workdir's lock and marker (`workdir`).
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from genre_jax import calibration as calibration_lib
 from genre_jax import checkpoint
 from genre_jax import thresholds as thresholds_lib
 from genre_jax import workdir as workdir_lib
@@ -33,7 +36,8 @@ from genre_jax.errors import GenreJaxError
 
 MEMBERS_DIR, REPORT_FILE = 'members', 'report.json'
 # What `inference.load_run` needs of a member (best/), and what documents it.
-MEMBER_FILES = ('thresholds.json', 'config.json', 'report.json', checkpoint.SPLIT_FILE)
+MEMBER_FILES = ('thresholds.json', 'calibration.json', 'config.json', 'report.json',
+                checkpoint.SPLIT_FILE)
 WEIGHT_STEP = 0.1  # --weights tuned: the grid spacing on the simplex.
 
 
@@ -156,7 +160,8 @@ def build(workdir: str | pathlib.Path, members: list[str], *,
 def _build(workdir: pathlib.Path, sources: list[pathlib.Path], per_genre: bool,
            weights: str) -> dict[str, Any]:
   from genre_jax import evaluation, inference, losses
-  for f in (inference.ENSEMBLE_FILE, inference.THRESHOLDS_FILE, REPORT_FILE):
+  for f in (inference.ENSEMBLE_FILE, inference.THRESHOLDS_FILE, REPORT_FILE,
+            calibration_lib.FILE):
     (workdir / f).unlink(missing_ok=True)  # An earlier ensemble here is rebuilt.
   workdir_lib.write_marker(workdir, workdir_lib.ENSEMBLE)
   entries = copy_members(workdir, sources)
@@ -175,20 +180,25 @@ def _build(workdir: pathlib.Path, sources: list[pathlib.Path], per_genre: bool,
     workdir_lib.write_json(workdir / inference.ENSEMBLE_FILE, spec)
     ens.weights = np.asarray(spec['weights'])
     print(f'weights tuned on validation: {spec["weights"]} (micro-F1 {f1:.4f})', flush=True)
-  val_probs = ens.combine(member_val)
-  val_loss = losses.binary_cross_entropy(val_probs, val.labels)
+  val_logits = calibration_lib.logit(ens.combine(member_val))
+  val_loss = losses.binary_cross_entropy(ens.combine(member_val), val.labels)
+  ens.calibration = calibration_lib.fit(val_logits, val.labels,
+                                        **calibration_lib.settings(ens.config))
+  calibration_lib.write(workdir, ens.calibration, classes)
+  val_probs = ens.calibration.probs(val_logits)
   thr = evaluation.tune_thresholds(val.labels, val_probs, classes,
                                    at_least_one=ens.config.threshold.at_least_one,
                                    per_genre=per_genre)
   workdir_lib.write_json(workdir / inference.THRESHOLDS_FILE, thr)
   ens.thresholds = thr
 
-  # The test split is scored exactly once, with thresholds fixed above.
-  test_probs, test_loss = ens.probs_and_loss(test.texts, test.labels)
+  # The test split is scored exactly once, with calibration and thresholds fixed above.
+  test_logits, test_loss = ens.logits_and_loss(test.texts, test.labels)
   report = {
       **_header(ens, workdir, entries, spec.get('weights'), data),
-      **evaluation.report_metrics(thr, val, val_probs, val_loss, test, test_probs, test_loss,
-                                  ens.config.num_examples_to_show),
+      'calibration': ens.calibration.to_dict(),
+      **evaluation.report_metrics(thr, val, val_probs, val_loss, test, test_logits, test_loss,
+                                  ens.config.num_examples_to_show, ens.calibration),
   }
   workdir_lib.write_json(workdir / REPORT_FILE, report)
   print(evaluation.summary(report), flush=True)

@@ -1,8 +1,9 @@
 """The evaluation side: thresholds tuned on validation, the report of a run or an ensemble, its
 printed summary, and scoring a loaded run (see `inference.load_run`) on its test split or a file.
 
-Scoring goes through `run.probs_and_loss(texts, labels)`, which `inference.Run` and
-`inference.Ensemble` both implement, so each model tokenises the raw texts its own way.
+Scoring goes through `run.logits_and_loss(texts, labels)` and `run.calibration`, which
+`inference.Run` and `inference.Ensemble` both have, so each model tokenises the raw texts its own
+way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from genre_jax import calibration as calibration_lib
 from genre_jax import inference
 from genre_jax import metrics as metrics_lib
 from genre_jax import thresholds as thresholds_lib
@@ -57,17 +59,21 @@ def tune_thresholds(y_val: np.ndarray, val_probs: np.ndarray, classes: list[str]
 
 
 def report_metrics(thr: dict[str, Any], val, val_probs: np.ndarray, val_loss: float, test,
-                   test_probs: np.ndarray, test_loss: float,
-                   num_examples: int) -> dict[str, Any]:
-  """The report's entries from `thresholds` to `examples`, at thresholds fixed beforehand.
+                   test_logits: np.ndarray, test_loss: float, num_examples: int,
+                   calib: calibration_lib.Calibration) -> dict[str, Any]:
+  """The report's entries from `thresholds` to `examples`, at a calibration and thresholds fixed
+  beforehand (on validation).
 
   Args:
-    thr: from `tune_thresholds` (validation only).
-    val, test: `SplitArrays` (labels [n, G], ids, texts); *_probs: [n, G]; *_loss: mean loss.
+    thr: from `tune_thresholds`.
+    val, test: `SplitArrays` (labels [n, G], ids, texts); val_probs: [n, G] calibrated;
+      test_logits: [n, G] before calibration; *_loss: mean loss.
     num_examples: how many test examples to show.
+    calib: the calibration fitted on validation.
   """
   classes, at_least_one = thr['classes'], thr['at_least_one']
   chosen = thr['global'] if thr['per_genre'] is None else np.asarray(thr['per_genre'])
+  test_probs = calib.probs(test_logits)
   y_pred = thresholds_lib.apply(test_probs, chosen, at_least_one)
   tuned = metrics_lib.multilabel_metrics(test.labels, y_pred, test_probs)
   at_half = metrics_lib.multilabel_metrics(
@@ -75,13 +81,23 @@ def report_metrics(thr: dict[str, Any], val, val_probs: np.ndarray, val_loss: fl
   return {
       'thresholds': thr,
       'validation': {'loss': val_loss, **metrics_lib.multilabel_metrics(
-          val.labels, thresholds_lib.apply(val_probs, chosen, at_least_one), val_probs)},
-      'test': {'loss': test_loss, **tuned},
+          val.labels, thresholds_lib.apply(val_probs, chosen, at_least_one), val_probs),
+                     **metrics_lib.calibration_metrics(val.labels, val_probs)},
+      'test': {'loss': test_loss, **tuned, **calibration_report(test.labels, test_logits, calib)},
       'test_at_0.5': {'loss': test_loss, **at_half},
       'test_per_genre': metrics_lib.per_genre(test.labels, y_pred, classes),
       'test_confusion_matrices': metrics_lib.confusion_matrices(test.labels, y_pred).tolist(),
       'examples': _examples(test, test_probs, y_pred, classes, num_examples),
   }
+
+
+def calibration_report(labels: np.ndarray, logits: np.ndarray,
+                       calib: calibration_lib.Calibration) -> dict[str, Any]:
+  """ECE (micro and macro), Brier score and NLL of the calibrated probabilities, and the same
+  under `uncalibrated` (sigmoid of the logits). labels, logits: [n, G]."""
+  return {**metrics_lib.calibration_metrics(labels, calib.probs(logits)),
+          'uncalibrated': metrics_lib.calibration_metrics(
+              labels, calibration_lib.IDENTITY.probs(logits))}
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -101,6 +117,7 @@ def summary(report: dict[str, Any]) -> str:
       f'{t["macro_f1"]:.4f}  precision {t["micro_precision"]:.4f}  recall {t["micro_recall"]:.4f}'
       f'  mAP {t["map"]:.4f}',
       f'test (threshold 0.50): micro-F1 {h["micro_f1"]:.4f}  macro-F1 {h["macro_f1"]:.4f}',
+      *_calibration_line(report),
       'examples (synopsis -> original genres -> predicted genres):',
   ]
   for ex in report['examples']:
@@ -108,6 +125,17 @@ def summary(report: dict[str, Any]) -> str:
     lines.append(f'  "{text}"\n    -> {", ".join(ex["original"])}\n'
                  f'    -> {", ".join(ex["predicted"]) or "(none)"}')
   return '\n'.join(lines)
+
+
+def _calibration_line(report: dict[str, Any]) -> list[str]:
+  t, c = report['test'], report.get('calibration')
+  if c is None or 'ece' not in t:
+    return []
+  how = ('per-genre temperatures' if c['per_genre'] else f'temperature {c["temperature"]:.3f}'
+         ) if c['method'] == 'temperature' else 'none'
+  return [f'test calibration ({how}, fitted on validation): ECE {t["ece"]:.4f}  macro-ECE '
+          f'{t["macro_ece"]:.4f}  Brier {t["brier"]:.4f}  (uncalibrated: ECE '
+          f'{t["uncalibrated"]["ece"]:.4f}  macro-ECE {t["uncalibrated"]["macro_ece"]:.4f})']
 
 
 def _examples(arrays, probs, y_pred, classes, k: int) -> list[dict[str, Any]]:
@@ -126,12 +154,13 @@ def _examples(arrays, probs, y_pred, classes, k: int) -> list[dict[str, Any]]:
 
 def score(run: inference.Run | inference.Ensemble, texts: list[str], labels: np.ndarray,
           source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Metrics at the run's tuned threshold(s) and at 0.5 for raw texts.
+  """Metrics at the run's calibration and tuned threshold(s), and at 0.5, for raw texts.
 
   Args:
     texts: n synopses; labels: [n, G] float32 in the run's label order.
   """
-  probs, loss = run.probs_and_loss(texts, labels)
+  logits, loss = run.logits_and_loss(texts, labels)
+  probs = run.calibration.probs(logits)
   at_least_one = run.thresholds['at_least_one']
   y_pred = thresholds_lib.apply(probs, run.threshold, at_least_one)
   tuned = metrics_lib.multilabel_metrics(labels, y_pred, probs)
@@ -141,10 +170,12 @@ def score(run: inference.Run | inference.Ensemble, texts: list[str], labels: np.
              **{k: tuned[k] for k in SUMMARY_KEYS},
              'micro_f1@0.5': at_half['micro_f1'], 'macro_f1@0.5': at_half['macro_f1'],
              'threshold': 'per_genre' if thr.get('per_genre') else thr['global'],
-             'threshold_tuned': bool(thr.get('tuned', False)), **(extra or {})}
+             'threshold_tuned': bool(thr.get('tuned', False)),
+             'calibration': run.calibration.method,
+             **calibration_report(labels, logits, run.calibration), **(extra or {})}
   return {'summary': summary,
           'per_genre': metrics_lib.per_genre(labels, y_pred, run.labels.classes),
-          'thresholds': thr}
+          'thresholds': thr, 'calibration': run.calibration.to_dict()}
 
 
 def evaluate_test_split(run: inference.Run | inference.Ensemble) -> dict[str, Any]:
@@ -184,7 +215,11 @@ def format_result(result: dict[str, Any]) -> str:
            f'  micro-F1 {s["micro_f1"]:.4f}  macro-F1 {s["macro_f1"]:.4f}  samples-F1 '
            f'{s["samples_f1"]:.4f}  precision {s["micro_precision"]:.4f}  recall '
            f'{s["micro_recall"]:.4f}  hamming {s["hamming_loss"]:.4f}  mAP {s["map"]:.4f}',
-           f'  at 0.5: micro-F1 {s["micro_f1@0.5"]:.4f}  macro-F1 {s["macro_f1@0.5"]:.4f}']
+           f'  at 0.5: micro-F1 {s["micro_f1@0.5"]:.4f}  macro-F1 {s["macro_f1@0.5"]:.4f}',
+           f'  calibration ({s["calibration"]}): ECE {s["ece"]:.4f}  macro-ECE '
+           f'{s["macro_ece"]:.4f}  Brier {s["brier"]:.4f}  (uncalibrated: ECE '
+           f'{s["uncalibrated"]["ece"]:.4f}  macro-ECE {s["uncalibrated"]["macro_ece"]:.4f}  '
+           f'Brier {s["uncalibrated"]["brier"]:.4f})']
   if s.get('unknown_genres'):
     lines.append('  genres unknown to the run (ignored): ' + ', '.join(
         f'{g} ({c})' for g, c in sorted(s['unknown_genres'].items())))

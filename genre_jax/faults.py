@@ -23,6 +23,7 @@ POINTS = (
     'epoch_committed',       # commit.json names this epoch.
     'epoch_metrics_written',  # metrics.jsonl rewritten from the committed history.
     'epoch_collected',       # Checkpoints of older epochs deleted.
+    'calibration_written',   # Final report: calibration.json written.
     'thresholds_written',    # Final report: thresholds.json written.
     'report_written',        # Final report: report.json written.
 )

@@ -3,7 +3,9 @@
 `load_run(workdir)` returns a `Run` (one trained model) or, when the workdir holds `ensemble.json`
 (written by `python -m genre_jax.ensemble`), an `Ensemble` averaging its members' probabilities.
 Both offer what evaluate and predict use: `config`, `labels`, `meta['split']`, `thresholds`,
-`threshold`, `mesh`, `workdir`, `probs(texts)`, `probs_and_loss(texts, labels)` and `load_data()`.
+`threshold`, `calibration`, `mesh`, `workdir`, `probs(texts)` (calibrated),
+`logits_and_loss(texts, labels)` (before calibration), `probs_and_loss(texts, labels)` and
+`load_data()`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from genre_jax import calibration as calibration_lib
 from genre_jax import checkpoint
 from genre_jax import losses
 from genre_jax import models
@@ -58,10 +61,10 @@ def logits(model: nnx.Module, batch: dict[str, jax.Array]) -> jax.Array:
 @nnx.jit
 def eval_step(model: nnx.Module, batch: dict[str, jax.Array],
               pos_weight: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-  """Probabilities [B, G] and the summed loss of the real (mask = 1) rows."""
+  """Logits [B, G] and the summed loss of the real (mask = 1) rows."""
   out = logits(model, batch)
   loss = losses.sigmoid_bce(out, batch['labels'], batch['mask'], pos_weight)
-  return jax.nn.sigmoid(out), loss * batch['mask'].sum()
+  return out, loss * batch['mask'].sum()
 
 
 def _row_batches(tokens: np.ndarray, lengths: np.ndarray, labels: np.ndarray, batch_size: int,
@@ -115,10 +118,17 @@ def feature_batch(features: np.ndarray, batch: dict[str, np.ndarray]) -> dict[st
 
 
 def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
-                  labels: np.ndarray, *, batch_size: int, mesh,
-                  pos_weight: jax.Array | None = None,
-                  bucket_widths: list[int] | None = None,
-                  features: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                  labels: np.ndarray, **kwargs) -> tuple[np.ndarray, float]:
+  """`predict_logits`' sigmoid (uncalibrated probabilities [n, G] float32) and mean loss."""
+  out, loss = predict_logits(model, tokens, lengths, labels, **kwargs)
+  return calibration_lib.IDENTITY.probs(out), loss
+
+
+def predict_logits(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
+                   labels: np.ndarray, *, batch_size: int, mesh,
+                   pos_weight: jax.Array | None = None,
+                   bucket_widths: list[int] | None = None,
+                   features: np.ndarray | None = None) -> tuple[np.ndarray, float]:
   """Scores every row (none dropped) in evaluation mode.
 
   Args:
@@ -134,21 +144,21 @@ def predict_probs(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
       then only `model.classify` runs.
 
   Returns:
-    probs: [n, G] float32 probabilities in row order; mean loss over the rows.
+    logits: [n, G] float32 in row order; mean loss over the rows.
   """
   model.eval()
   n = len(tokens)
   batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
-  probs = np.zeros(labels.shape, np.float32)
+  out = np.zeros(labels.shape, np.float32)
   total = 0.0
   for batch in _row_batches(tokens, lengths, labels, batch_size, bucket_widths):
     inputs = (feature_batch(features, batch) if features is not None else
               {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')})
-    p, loss_sum = eval_step(model, parallel.shard_batch(inputs, mesh), pos_weight)
+    z, loss_sum = eval_step(model, parallel.shard_batch(inputs, mesh), pos_weight)
     real = batch['index'] >= 0
-    probs[batch['index'][real]] = parallel.to_host(p)[real]
+    out[batch['index'][real]] = parallel.to_host(z)[real]
     total += float(parallel.to_host(loss_sum))
-  return probs, total / max(n, 1)
+  return out, total / max(n, 1)
 
 
 def _threshold_in_use(thresholds: dict[str, Any]):
@@ -168,6 +178,7 @@ class Run:
   meta: dict[str, Any]
   thresholds: dict[str, Any]  # {'global': float, 'per_genre': [G] | None, 'at_least_one': bool}
   mesh: Any
+  calibration: calibration_lib.Calibration = calibration_lib.IDENTITY
 
   @property
   def threshold(self):
@@ -177,26 +188,32 @@ class Run:
   def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return self.tokenizer.encode(list(texts), self.config.data.max_length)
 
-  def probs(self, texts: list[str]) -> np.ndarray:
-    """[n, G] probabilities for raw texts (batches no larger than needed: quick for a few)."""
-    tokens, lengths = self._encode(texts)
-    bs = batch_size_for(len(texts), self.config.eval_batch_size, self.mesh)
-    unknown = np.zeros((len(texts), len(self.labels.classes)), np.float32)
-    return predict_probs(self.model, tokens, lengths, unknown, batch_size=bs, mesh=self.mesh)[0]
-
-  def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
-    """Scores raw texts against known labels.
+  def logits_and_loss(self, texts: list[str], labels: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, float]:
+    """Scores raw texts (batches no larger than needed: quick for a few).
 
     Args:
       texts: n synopses.
-      labels: [n, G] float32 multi-hot labels in this run's label order.
+      labels: [n, G] float32 multi-hot labels in this run's label order, or None (unknown; the
+        loss is then meaningless).
 
     Returns:
-      probs: [n, G] float32; the mean (unweighted) sigmoid cross-entropy over rows and genres.
+      logits: [n, G] float32 before calibration; the mean (unweighted) sigmoid cross-entropy.
     """
     tokens, lengths = self._encode(texts)
+    if labels is None:
+      labels = np.zeros((len(texts), len(self.labels.classes)), np.float32)
     bs = batch_size_for(len(texts), self.config.eval_batch_size, self.mesh)
-    return predict_probs(self.model, tokens, lengths, labels, batch_size=bs, mesh=self.mesh)
+    return predict_logits(self.model, tokens, lengths, labels, batch_size=bs, mesh=self.mesh)
+
+  def probs(self, texts: list[str]) -> np.ndarray:
+    """[n, G] float32 calibrated probabilities for raw texts."""
+    return self.calibration.probs(self.logits_and_loss(texts)[0])
+
+  def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Calibrated probabilities [n, G] of raw texts and `logits_and_loss`' loss."""
+    z, loss = self.logits_and_loss(texts, labels)
+    return self.calibration.probs(z), loss
 
   def load_data(self, encode: tuple[str, ...] | None = None) -> pipeline.PreparedData:
     """The run's data set with its saved split and label set, tokenised by this run: the splits
@@ -222,6 +239,8 @@ class Ensemble:
   thresholds: dict[str, Any]
   meta: dict[str, Any]  # 'split' (record ids), 'members' and 'combination' from ensemble.json.
   weights: np.ndarray | None = None  # [members]; None: equal weights.
+  # Fitted on the combined (calibrated) members' probabilities, in logit space.
+  calibration: calibration_lib.Calibration = calibration_lib.IDENTITY
 
   @property
   def config(self) -> ml_collections.ConfigDict:
@@ -244,18 +263,27 @@ class Ensemble:
     """[n, G]: the (weighted) mean of the members' probabilities, each [n, G]."""
     return np.average(np.stack(member_probs), axis=0, weights=self.weights).astype(np.float32)
 
-  def probs(self, texts: list[str]) -> np.ndarray:
-    """[n, G] float32: the combined members' probabilities for raw texts."""
-    return self.combine([m.probs(texts) for m in self.members])
+  def member_probs(self, texts: list[str], labels: np.ndarray | None = None
+                   ) -> list[np.ndarray]:
+    """Each member's calibrated probabilities [n, G] for raw texts (labels [n, G] or None)."""
+    return [m.calibration.probs(m.logits_and_loss(texts, labels)[0]) for m in self.members]
 
-  def member_probs(self, texts: list[str], labels: np.ndarray) -> list[np.ndarray]:
-    """Each member's probabilities [n, G] for raw texts (labels [n, G] for their losses)."""
-    return [m.probs_and_loss(texts, labels)[0] for m in self.members]
+  def logits_and_loss(self, texts: list[str], labels: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, float]:
+    """The logits [n, G] of the combined members' probabilities (before the ensemble's own
+    calibration) and the combination's cross-entropy against labels [n, G]."""
+    probs = self.combine(self.member_probs(texts, labels))
+    loss = 0.0 if labels is None else losses.binary_cross_entropy(probs, labels)
+    return calibration_lib.logit(probs), loss
+
+  def probs(self, texts: list[str]) -> np.ndarray:
+    """[n, G] float32 calibrated probabilities for raw texts."""
+    return self.calibration.probs(self.logits_and_loss(texts)[0])
 
   def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
-    """Combined member probabilities [n, G] and their cross-entropy against labels [n, G]."""
-    probs = self.combine(self.member_probs(texts, labels))
-    return probs, losses.binary_cross_entropy(probs, labels)
+    """Calibrated probabilities [n, G] of raw texts and `logits_and_loss`' loss."""
+    z, loss = self.logits_and_loss(texts, labels)
+    return self.calibration.probs(z), loss
 
   def load_data(self, encode: tuple[str, ...] | None = None) -> pipeline.PreparedData:
     """The members' data set and split (read through the first member; `encode` as there)."""
@@ -364,7 +392,8 @@ def load_run(workdir: str | pathlib.Path) -> Run | Ensemble:
   ckpts.restore(checkpoint.BEST, mesh, model)
   model.eval()
   thresholds = read_thresholds(workdir, list(labels.classes))
-  return Run(workdir, config, model, tokenizer, labels, meta, thresholds, mesh)
+  calibration = calibration_lib.read(workdir, list(labels.classes))
+  return Run(workdir, config, model, tokenizer, labels, meta, thresholds, mesh, calibration)
 
 
 def load_ensemble(workdir: str | pathlib.Path) -> Ensemble:
@@ -396,8 +425,9 @@ def load_ensemble(workdir: str | pathlib.Path) -> Ensemble:
       raise GenreJaxError(f'{workdir / ENSEMBLE_FILE}: "weights" must be {len(members)} '
                           f'non-negative numbers, not all zero; got {spec["weights"]}.')
     weights = weights / weights.sum()
-  thresholds = read_thresholds(workdir, list(members[0].labels.classes))
-  return Ensemble(workdir, members, thresholds, meta, weights)
+  classes = list(members[0].labels.classes)
+  return Ensemble(workdir, members, read_thresholds(workdir, classes), meta, weights,
+                  calibration_lib.read(workdir, classes))
 
 
 def read_thresholds(workdir: pathlib.Path, classes: list[str]) -> dict[str, Any]:

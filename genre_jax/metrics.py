@@ -49,6 +49,8 @@ CLASSIFICATION_KEYS = (
     'micro_recall', 'macro_precision', 'macro_recall', 'hamming_loss',
     'subset_accuracy')
 RANKING_KEYS = ('micro_roc_auc', 'macro_roc_auc', 'map')
+CALIBRATION_KEYS = ('ece', 'macro_ece', 'brier', 'nll')
+ECE_BINS = 15
 
 
 def _as_binary(y: np.ndarray, name: str) -> np.ndarray:
@@ -263,6 +265,44 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray,
     out['macro_roc_auc'] = _nanmean(auc)
     out['map'] = _nanmean(ap)
   return out
+
+
+def _ece(y: np.ndarray, p: np.ndarray, n_bins: int) -> float:
+  """Expected calibration error of 1-D labels and probabilities: sum over equal-width bins of
+  (bin size / n) * |mean label - mean probability|, binned as sklearn's `calibration_curve`."""
+  bins = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], p)
+  total = np.bincount(bins, minlength=n_bins)
+  gap = np.abs(np.bincount(bins, weights=y, minlength=n_bins)
+               - np.bincount(bins, weights=p, minlength=n_bins))
+  return float(gap.sum() / max(total.sum(), 1))
+
+
+def calibration_metrics(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS,
+                        eps: float = 1e-7) -> dict[str, float]:
+  """How well probabilities match frequencies.
+
+  Args:
+    y_true: [n, G] {0, 1} labels.
+    probs: [n, G] probabilities in [0, 1].
+    n_bins: equal-width bins of [0, 1] for the ECE.
+    eps: probabilities are clipped to [eps, 1 - eps] for the NLL.
+
+  Returns:
+    `ece`: the ECE over all n * G genre decisions (micro); `macro_ece`: the mean of the G
+    per-genre ECEs; `brier`: the mean squared error of the probabilities; `nll`: the mean binary
+    cross-entropy (natural log) over all decisions.
+  """
+  y = _as_binary(y_true, 'y_true').astype(np.float64)
+  p = np.asarray(probs, np.float64)
+  if p.shape != y.shape or p.min() < 0 or p.max() > 1:
+    raise ValueError(f'probs must be [n, G] = {y.shape} in [0, 1], got {p.shape}')
+  clipped = np.clip(p, eps, 1 - eps)
+  return {
+      'ece': _ece(y.ravel(), p.ravel(), n_bins),
+      'macro_ece': float(np.mean([_ece(y[:, g], p[:, g], n_bins) for g in range(y.shape[1])])),
+      'brier': float(np.mean((p - y) ** 2)),
+      'nll': float(-np.mean(y * np.log(clipped) + (1 - y) * np.log1p(-clipped))),
+  }
 
 
 def format_metrics(metrics: dict[str, float],

@@ -4,6 +4,8 @@
   python -m genre_jax.predict --workdir runs/cnn --input synopses.txt --json
 
 Prints, for each text, the predicted genres with their probabilities (the run's tuned thresholds).
+The probabilities are calibrated (the run's temperature, fitted on validation; `calibration` in
+each JSON record says which, `none` for a workdir without calibration.json).
 """
 
 import json
@@ -35,7 +37,8 @@ def main(argv):
     predicted = {classes[j]: round(float(p[j]), 4) for j in order if y[j]}
     top = {classes[j]: round(float(p[j]), 4) for j in order[:FLAGS.top_k]}
     if FLAGS.json:
-      print(json.dumps({'text': text, 'genres': predicted, 'top': top}))
+      print(json.dumps({'text': text, 'genres': predicted, 'top': top,
+                        'calibration': run.calibration.method}))
     else:
       shown = text if len(text) <= 80 else text[:77] + '...'
       print(f'{shown}\n  -> ' + (', '.join(f'{g} ({q:.2f})' for g, q in predicted.items())

@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from genre_jax import calibration
 from genre_jax import models
 from genre_jax import optim
 from genre_jax.errors import GenreJaxError
@@ -53,6 +54,7 @@ def _choices(flat: dict[str, Any]) -> dict[str, tuple[Any, list[Any]]]:
       'lr_schedule': (flat['lr_schedule'], list(optim.LR_SCHEDULES)),
       'pos_weight': (flat['pos_weight'], ['none', 'balanced', 'sqrt']),
       'early_stopping_metric': (flat['early_stopping_metric'], list(EARLY_STOPPING_METRICS)),
+      'calibration.method': (flat['calibration.method'], list(calibration.METHODS)),
   }
 
 

@@ -5,8 +5,8 @@
 
 Each step is a function below. The modules they call have one job each: `run_config` (what a
 configuration may be), `workdir` (marker, lock, atomic files), `checkpoint` (the epoch's commit
-protocol), `optim` (the optimizer), `train_step` (the jitted step), `evaluation` (thresholds,
-the report and its summary), `tracking` (TensorBoard).
+protocol), `optim` (the optimizer), `train_step` (the jitted step), `calibration` (temperature
+scaling), `evaluation` (thresholds, the report and its summary), `tracking` (TensorBoard).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from genre_jax import calibration as calibration_lib
 from genre_jax import checkpoint
 from genre_jax import evaluation
 from genre_jax import faults
@@ -294,29 +295,35 @@ def commit_epoch(config, state: RunState, row: dict[str, Any],
 
 def final_report(config, workdir: pathlib.Path, model: models.Classifier, inputs: Inputs,
                  meta: dict[str, Any]) -> dict[str, Any]:
-  """Restores the best epoch, tunes thresholds on validation, scores the test split once."""
+  """Restores the best epoch, fits the calibration and tunes thresholds on validation, then
+  scores the test split once."""
   checkpoint.RunCheckpoints(workdir).restore(checkpoint.BEST, inputs.mesh, model)
   data, kw = inputs.data, inputs.eval_kwargs(config)
   val, test = data.validation, data.test
-  val_probs, val_loss = inference.predict_probs(model, val.tokens, val.lengths, val.labels, **kw)
-  thr = evaluation.tune_thresholds(val.labels, val_probs, list(data.labels.classes),
+  classes = list(data.labels.classes)
+  val_logits, val_loss = inference.predict_logits(model, val.tokens, val.lengths, val.labels, **kw)
+  calib = calibration_lib.fit(val_logits, val.labels, **calibration_lib.settings(config))
+  val_probs = calib.probs(val_logits)
+  thr = evaluation.tune_thresholds(val.labels, val_probs, classes,
                                    at_least_one=config.threshold.at_least_one,
                                    per_genre=config.threshold.per_genre)
   if parallel.is_lead():
+    calibration_lib.write(workdir, calib, classes)
+    faults.reached('calibration_written')
     workdir_lib.write_json(workdir / inference.THRESHOLDS_FILE, thr)
     faults.reached('thresholds_written')
-  # The test split is scored exactly once, with thresholds fixed above.
-  test_probs, test_loss = inference.predict_probs(model, test.tokens, test.lengths, test.labels,
-                                                  **kw)
+  # The test split is scored exactly once, with calibration and thresholds fixed above.
+  test_logits, test_loss = inference.predict_logits(model, test.tokens, test.lengths,
+                                                    test.labels, **kw)
   report = {
       'model': config.model.name, 'seed': config.seed, 'workdir': str(workdir),
       'devices': [str(d) for d in jax.devices()],
       'data': {**data.report, 'split_sizes': {k: len(v.lengths) for k, v in data.arrays.items()}},
       'epochs_run': meta['epoch'], 'best_epoch': meta['best']['epoch'],
       'train_seconds': round(meta['train_seconds'], 2),
-      'num_parameters': models.count_params(model),
-      **evaluation.report_metrics(thr, val, val_probs, val_loss, test, test_probs, test_loss,
-                                  config.num_examples_to_show),
+      'num_parameters': models.count_params(model), 'calibration': calib.to_dict(),
+      **evaluation.report_metrics(thr, val, val_probs, val_loss, test, test_logits, test_loss,
+                                  config.num_examples_to_show, calib),
   }
   if parallel.is_lead():
     workdir_lib.write_json(workdir / REPORT_FILE, report)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from genre_jax import calibration
 from genre_jax import ensembling as ensemble_lib
 from genre_jax import evaluation
 from genre_jax import inference
@@ -40,19 +41,21 @@ def ensemble(members, tmp_path_factory):
   return workdir, proc
 
 
-def test_probs_are_the_mean_of_the_members(ensemble, members):
+def test_probs_are_the_calibrated_mean_of_the_calibrated_members(ensemble, members):
   workdir, _ = ensemble
   ens = inference.load_run(workdir)
   assert isinstance(ens, inference.Ensemble) and len(ens.members) == 2
   runs = [inference.load_run(m) for m in members]
   assert [r.tokenizer.vocab_size for r in runs] == [46, 30]  # Each its own tokenizer.
-  np.testing.assert_allclose(ens.probs(TEXTS), np.mean([r.probs(TEXTS) for r in runs], axis=0),
+  assert all(r.calibration.method == 'temperature' for r in runs + [ens])
+  assert ens.calibration.temperature != 1.0 and runs[0].calibration.temperature != 1.0
+  mean = np.mean([r.probs(TEXTS) for r in runs], axis=0)  # The members' calibrated probs.
+  np.testing.assert_allclose(ens.probs(TEXTS), ens.calibration.probs(calibration.logit(mean)),
                              rtol=0, atol=1e-6)
   labels, _ = ens.labels.transform([['Horror'], ['Romance'], ['Action', 'Science Fiction']])
   probs, loss = ens.probs_and_loss(TEXTS, labels)
-  np.testing.assert_allclose(
-      probs, np.mean([r.probs_and_loss(TEXTS, labels)[0] for r in runs], axis=0), atol=1e-6)
-  p = probs.astype(np.float64)
+  np.testing.assert_allclose(probs, ens.probs(TEXTS), atol=1e-6)
+  p = mean.astype(np.float64)  # The loss is the combination's, before its own calibration.
   assert loss == pytest.approx(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
   assert ens.meta['split'] == runs[0].meta['split'] and ens.labels.classes == runs[0].labels.classes
 
@@ -175,7 +178,8 @@ def test_tuned_weights_are_saved_and_used_by_the_loaded_ensemble(members, tmp_pa
   ens = inference.load_run(workdir)
   runs = [inference.load_run(m) for m in members]
   expected = np.average([r.probs(TEXTS) for r in runs], axis=0, weights=spec['weights'])
-  np.testing.assert_allclose(ens.probs(TEXTS), expected, atol=1e-6)
+  np.testing.assert_allclose(ens.probs(TEXTS), ens.calibration.probs(calibration.logit(expected)),
+                             atol=1e-6)
   result = evaluation.evaluate_test_split(ens)['summary']
   assert result['micro_f1'] == pytest.approx(report['test']['micro_f1'], abs=1e-6)
   spec['weights'] = [1.0, -1.0]
