@@ -50,7 +50,22 @@ class Classifier(nnx.Module):
   frozen_features: bool = False
 
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
-    """tokens [batch, L] int32, lengths [batch] int32 -> logits [batch, num_labels] float32."""
+    """tokens [batch, L] int32, lengths [batch] int32 -> logits [batch, num_labels] float32:
+    `from_embeddings(embed_tokens(tokens), lengths)`."""
+    return self.from_embeddings(self.embed_tokens(tokens), lengths)
+
+  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+    """tokens [batch, L] int32 -> the input word embeddings [batch, L, E] float32.
+
+    With `from_embeddings`, the hook pair that lets attribution (`genre_jax.attribution`)
+    differentiate the logits with respect to the embeddings of the words, for any architecture.
+    """
+    raise NotImplementedError
+
+  def from_embeddings(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x [batch, L, E] float32 word embeddings, lengths [batch] int32 -> logits [batch,
+    num_labels] float32: the rest of the model after `embed_tokens` (dropout only in training
+    mode)."""
     raise NotImplementedError
 
 
@@ -173,9 +188,13 @@ class LSTMClassifier(Classifier):
     self.head = layers.Head(summary_features, num_labels, dense_size=cfg.dense_size,
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
 
-  def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
-    """tokens [batch, L] int32, lengths [batch] int32 -> logits [batch, num_labels] float32."""
-    x = self.embed_dropout(_maybe(self.word_dropout, self.embed(tokens)))
+  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+    """tokens [batch, L] int32 -> [batch, L, embed_dim] float32."""
+    return self.embed(tokens)
+
+  def from_embeddings(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x [batch, L, embed_dim], lengths [batch] int32 -> logits [batch, num_labels] float32."""
+    x = self.embed_dropout(_maybe(self.word_dropout, x))
     if self.conv is not None:
       x = self.conv(x, lengths)
       if self.conv_pool_size > 1:
@@ -206,9 +225,13 @@ class CNNClassifier(Classifier):
     self.head = layers.Head(self.conv.out_features, num_labels, dense_size=cfg.dense_size,
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
 
-  def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
-    """tokens [batch, L] int32, lengths [batch] int32 -> logits [batch, num_labels] float32."""
-    x = self.embed_dropout(_maybe(self.word_dropout, self.embed(tokens)))
+  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+    """tokens [batch, L] int32 -> [batch, L, embed_dim] float32."""
+    return self.embed(tokens)
+
+  def from_embeddings(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x [batch, L, embed_dim], lengths [batch] int32 -> logits [batch, num_labels] float32."""
+    x = self.embed_dropout(_maybe(self.word_dropout, x))
     x = self.conv(x, lengths)
     return self.head(layers.pool_over_time(x, lengths, self.pooling))
 

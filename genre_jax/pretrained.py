@@ -124,13 +124,17 @@ class BertEmbeddings(nnx.Module):
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     """tokens [batch, seq_len] int32 -> [batch, seq_len, hidden] float32 (token types all 0)."""
-    if tokens.shape[1] > self.position_embeddings.num_embeddings:
-      raise GenreJaxError(f'{tokens.shape[1]} tokens per text exceed the checkpoint\'s '
+    return self.from_words(self.word_embeddings(tokens))
+
+  def from_words(self, words: jax.Array) -> jax.Array:
+    """Word embeddings [batch, seq_len, hidden] -> [batch, seq_len, hidden] float32: adds the
+    position and token-type (0) embeddings, then LayerNorm and dropout."""
+    if words.shape[1] > self.position_embeddings.num_embeddings:
+      raise GenreJaxError(f'{words.shape[1]} tokens per text exceed the checkpoint\'s '
                           f'{self.position_embeddings.num_embeddings} positions: lower '
                           'data.max_length.')
-    positions = jnp.arange(tokens.shape[1])[None, :]
-    x = (self.word_embeddings(tokens) + self.position_embeddings(positions)
-         + self.token_type_embeddings.embedding[0])
+    positions = jnp.arange(words.shape[1])[None, :]
+    x = words + self.position_embeddings(positions) + self.token_type_embeddings.embedding[0]
     return self.dropout(self.layer_norm(x))
 
 
@@ -176,18 +180,26 @@ class BertEncoder(nnx.Module):
 
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
     """tokens [batch, seq_len] int32, lengths [batch] int32 -> [batch, seq_len, hidden] float32."""
-    mask = jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]
-    x = self.embeddings(tokens)
+    return self.from_word_embeddings(self.embeddings.word_embeddings(tokens), lengths)
+
+  def from_word_embeddings(self, words: jax.Array, lengths: jax.Array) -> jax.Array:
+    """words [batch, seq_len, hidden] float32 (the word embeddings of the tokens), lengths
+    [batch] int32 -> the last hidden states [batch, seq_len, hidden] float32."""
+    mask = jnp.arange(words.shape[1])[None, :] < lengths[:, None]
+    x = self.embeddings.from_words(words)
     for layer in self.layers:
       x = layer(x, mask)
     return x
 
   def pool(self, tokens: jax.Array, lengths: jax.Array, pooling: str = 'mean') -> jax.Array:
     """Sentence embeddings [batch, hidden]: mean over real tokens, or the [CLS] (first) state."""
-    x = self(tokens, lengths)
+    return self.pool_states(self(tokens, lengths), lengths, pooling)
+
+  def pool_states(self, x: jax.Array, lengths: jax.Array, pooling: str = 'mean') -> jax.Array:
+    """`pool` of hidden states x [batch, seq_len, hidden] -> [batch, hidden]."""
     if pooling == 'cls':
       return x[:, 0]
-    mask = (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]).astype(x.dtype)
+    mask = (jnp.arange(x.shape[1])[None, :] < lengths[:, None]).astype(x.dtype)
     count = jnp.maximum(mask.sum(axis=1, keepdims=True), 1.0)  # Padding rows have length 0.
     return jnp.einsum('blh,bl->bh', x, mask) / count
 
@@ -326,6 +338,18 @@ class PretrainedClassifier(models.Classifier):
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
     """tokens [batch, seq_len] int32, lengths [batch] int32 -> logits [batch, num_labels]."""
     return self.classify(self.features(tokens, lengths))
+
+  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+    """tokens [batch, seq_len] int32 -> word embeddings [batch, seq_len, hidden] float32 (no
+    position or token-type embeddings: `from_embeddings` adds them)."""
+    return self.encoder.embeddings.word_embeddings(tokens)
+
+  def from_embeddings(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x [batch, seq_len, hidden] word embeddings, lengths [batch] int32 -> logits [batch,
+    num_labels]: the same values as `__call__`, with gradients reaching x even through a frozen
+    encoder."""
+    states = self.encoder.from_word_embeddings(x, lengths)
+    return self.classify(self.encoder.pool_states(states, lengths, self.pooling))
 
 
 def trainable_filter(model_config) -> nnx.filterlib.Filter:
