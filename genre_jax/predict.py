@@ -26,22 +26,17 @@ flags.mark_flag_as_required('workdir')
 @errors.run_cli
 def main(argv):
   cli.start(argv, takes_arguments=True)
-  from genre_jax import inference, thresholds
+  from genre_jax import inference, records
   texts = inference.read_texts(argv[1:], FLAGS.input)
   run = inference.load_run(FLAGS.workdir)
-  probs = run.probs(texts)
-  preds = thresholds.apply(probs, run.threshold, run.thresholds['at_least_one'])
-  classes = run.labels.classes
-  for text, p, y in zip(texts, probs, preds):
-    order = sorted(range(len(classes)), key=lambda j: -p[j])
-    predicted = {classes[j]: round(float(p[j]), 4) for j in order if y[j]}
-    top = {classes[j]: round(float(p[j]), 4) for j in order[:FLAGS.top_k]}
+  for record in records.prediction_records(texts, run.probs(texts), list(run.labels.classes),
+                                           run.thresholds, run.calibration.method, FLAGS.top_k):
     if FLAGS.json:
-      print(json.dumps({'text': text, 'genres': predicted, 'top': top,
-                        'calibration': run.calibration.method}))
+      print(json.dumps(record))
     else:
+      text = record['text']
       shown = text if len(text) <= 80 else text[:77] + '...'
-      print(f'{shown}\n  -> ' + (', '.join(f'{g} ({q:.2f})' for g, q in predicted.items())
+      print(f'{shown}\n  -> ' + (', '.join(f'{g} ({q:.2f})' for g, q in record['genres'].items())
                                 or '(no genre above threshold)'))
 
 
