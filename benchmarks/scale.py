@@ -1,7 +1,7 @@
 """How the data layer scales: prepare time, peak memory and train throughput at 100k-10M rows.
 
   python -m benchmarks.scale                                  # 100k and 1M rows (2-3 minutes)
-  python -m benchmarks.scale --sizes 100000,1000000,10000000  # and 10M (3.3 GB of CSV, ~15 GB RAM)
+  python -m benchmarks.scale --sizes 100000,1000000,10000000  # and 10M (3.3 GB of CSV, ~10 GB RAM)
   python -m benchmarks.scale --sizes 2000 --train_steps 20 --out /tmp/scale.json   # smoke run
 
 The data sets are synthetic, made from the real TMDB file (`tmdb_10k`, read as

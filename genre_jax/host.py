@@ -21,7 +21,9 @@ to one arena (M_ARENA_MAX=1) removed those too, but its step was no faster (157-
 shrinking between steps. Elsewhere (macOS, musl) the call does nothing.
 
 Every command line entry point calls `keep_freed_memory()` first; so does the benchmark, for
-genre_jax and the PyTorch reference alike.
+genre_jax and the PyTorch reference alike. Where a phase frees much memory that later phases do not
+reuse, `release_freed_memory()` hands its pages back once: `genre_jax.data.pipeline.load` does so
+after reading a data file (about 200 bytes a record of parser buffers, freed between the texts).
 """
 
 import ctypes
@@ -37,8 +39,32 @@ def keep_freed_memory(threshold: int = 1 << 30, top_pad: int = 256 << 20) -> boo
   Returns:
     True when glibc accepted all three settings; False where there is no glibc (nothing changed).
   """
-  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
+  libc = _glibc()
+  if libc is None:
     return False
-  libc = ctypes.CDLL(ctypes.util.find_library('c'))
   return all(libc.mallopt(param, value) == 1 for param, value in (
       (_M_MMAP_THRESHOLD, threshold), (_M_TRIM_THRESHOLD, threshold), (_M_TOP_PAD, top_pad)))
+
+
+def release_freed_memory() -> bool:
+  """Hands the whole free pages of glibc's heaps back to the kernel, once (`malloc_trim(0)`).
+
+  For the end of a phase that leaves freed memory behind which later phases do not reuse, and
+  which `keep_freed_memory` would keep resident: reading a data file leaves the CSV parser's
+  buffers freed between the synopses it made (see `genre_jax.data.pipeline.load`).
+
+  Returns:
+    True where glibc did it; False where there is no glibc (nothing done).
+  """
+  libc = _glibc()
+  if libc is None:
+    return False
+  libc.malloc_trim(0)
+  return True
+
+
+def _glibc() -> ctypes.CDLL | None:
+  """The C library where it is glibc (Linux), else None."""
+  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
+    return None
+  return ctypes.CDLL(ctypes.util.find_library('c'))

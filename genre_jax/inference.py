@@ -89,8 +89,8 @@ def encode_features(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray, 
   """`model.features` of every row in evaluation mode: [n, H] float32, in row order.
 
   Args:
-    tokens: [n, L] int32; lengths: [n] int32; batch_size, mesh, bucket_widths: as
-      `predict_probs`.
+    tokens: [n, L] token ids (int32, or narrower as `SplitArrays.tokens`); lengths: [n] int32;
+      batch_size, mesh, bucket_widths: as `predict_probs`.
   """
   model.eval()
   n = len(tokens)
@@ -132,7 +132,7 @@ def predict_logits(model: nnx.Module, tokens: np.ndarray, lengths: np.ndarray,
   """Scores every row (none dropped) in evaluation mode.
 
   Args:
-    tokens: [n, L] int32 token ids.
+    tokens: [n, L] token ids: int32, or narrower as `SplitArrays.tokens` (batches are int32).
     lengths: [n] int32 real lengths.
     labels: [n, G] float32 multi-hot labels (zeros when unknown; the loss is then meaningless).
     batch_size: rows per compiled call (rounded up to a multiple of the device count; the last

@@ -46,6 +46,16 @@ def test_every_example_once_static_shapes(bucket, shuffle):
   assert sorted(seen) == list(range(len(arrays)))  # Exactly once; the partial batch kept.
 
 
+def test_narrow_tokens_give_the_same_int32_batches():
+  wide = make_arrays()
+  narrow = pipeline.SplitArrays(wide.ids, wide.texts, wide.tokens.astype(np.uint16),
+                                wide.lengths, wide.labels)
+  for a, b in zip(run_epoch(wide), run_epoch(narrow), strict=True):
+    assert b['tokens'].dtype == np.int32
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_bucketing_cuts_padding():
   arrays = make_arrays()
   cells = lambda batches: sum(b['tokens'].size for b in batches)

@@ -45,7 +45,7 @@ def test_prepare_tiny_csv(tmp_path):
   assert sum(len(prepared.arrays[k]) for k in ('train', 'validation', 'test')) == 60
   for name, part in prepared.arrays.items():
     n = len(part)
-    assert part.tokens.shape == (n, 6) and part.tokens.dtype == np.int32
+    assert part.tokens.shape == (n, 6) and part.tokens.dtype == np.uint8  # 30 ids.
     assert part.lengths.shape == (n,) and part.lengths.min() >= 1
     assert part.labels.shape == (n, 4) and part.labels.dtype == np.float32
     assert part.ids == [prepared.records['id'][i] for i in prepared.split[name]]
@@ -225,6 +225,24 @@ def test_token_cache_is_reused_and_follows_the_texts_and_tokenizer(tmp_path, mon
   changed = pipeline.prepare(config)
   assert changed.test.texts[0].startswith('film') and len(seen) == len(plain.test)
   assert_same_split_arrays(changed.test, pipeline.prepare(data_config(path)).test)
+
+
+def test_token_cache_recomputes_an_entry_of_another_dtype(tmp_path, monkeypatch):
+  path = write_csv(tmp_path / 'm.csv')
+  config = data_config(path, token_cache=str(tmp_path / 'cache'))
+  pipeline.prepare(config)
+  plain = pipeline.prepare(data_config(path))
+  entries = sorted((tmp_path / 'cache').glob('tokens-*'))
+  for entry in entries:  # Same ids, written as int32.
+    np.save(entry / 'tokens.npy', np.load(entry / 'tokens.npy').astype(np.int32))
+  seen = count_encodes(monkeypatch)
+  again = pipeline.prepare(config)
+  assert len(seen) == len(plain.records)  # Every split encoded again, ...
+  for name in ('train', 'validation', 'test'):
+    assert again.arrays[name].tokens.dtype == np.uint8  # ... and stored as uint8 (30 ids).
+    assert_same_split_arrays(again.arrays[name], plain.arrays[name])
+  assert sorted((tmp_path / 'cache').glob('tokens-*')) == entries
+  assert {np.load(e / 'tokens.npy', mmap_mode='r').dtype for e in entries} == {np.dtype(np.uint8)}
 
 
 def test_token_cache_recomputes_a_damaged_entry(tmp_path):

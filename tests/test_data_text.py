@@ -32,6 +32,23 @@ def test_encode_shapes_padding_truncation_and_oov():
   np.testing.assert_array_equal(tokens, [[3, 2, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [3, 2, 6, 9]])
 
 
+def test_token_dtype_is_the_smallest_that_holds_every_id():
+  assert [text.token_dtype(v) for v in (2, 256, 257, 65_536, 65_537, 250_002)] == [
+      np.uint8, np.uint8, np.uint16, np.uint16, np.int32, np.int32]
+
+
+def test_encode_into_narrow_tokens_and_ids_that_do_not_fit():
+  tok = text.WordTokenizer.fit(TRAIN, vocab_size=100)
+  expected, lengths = tok.encode(TRAIN, 5)
+  tokens = np.zeros((len(TRAIN), 5), np.uint8)
+  text.encode_into(tok.encode, TRAIN, tokens, np.ones(len(TRAIN), np.int32), chunk_size=2)
+  np.testing.assert_array_equal(tokens, expected)
+  too_many = lambda texts, max_length: (np.full((len(texts), max_length), 256, np.int32),
+                                        np.ones(len(texts), np.int32))
+  with pytest.raises(ValueError, match='does not fit uint8'):
+    text.encode_into(too_many, TRAIN, tokens, lengths)
+
+
 def test_tokenizer_round_trip():
   tok = text.WordTokenizer.fit(TRAIN, vocab_size=100)
   d = json.loads(json.dumps(tok.to_dict()))

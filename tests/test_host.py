@@ -1,4 +1,5 @@
-"""host.keep_freed_memory: freed blocks stay in the process (no page faults when reused)."""
+"""host.keep_freed_memory: freed blocks stay in the process (no page faults when reused);
+host.release_freed_memory hands them back."""
 
 import platform
 import subprocess
@@ -40,3 +41,41 @@ def test_keep_freed_memory_is_a_no_op_without_glibc(monkeypatch):
   from genre_jax import host
   monkeypatch.setattr(platform, 'libc_ver', lambda: ('', ''))
   assert host.keep_freed_memory() is False
+
+
+# Frees a 256 MB block in the middle of the heap (kept by keep_freed_memory: a block allocated
+# after it stops the heap's top from shrinking), then releases it; prints the RSS in MB before and
+# after `release_freed_memory` ('release') or a second look ('keep').
+_RELEASE_PROBE = '''
+import sys
+import numpy as np
+from genre_jax import host
+rss = lambda: int(open('/proc/self/statm').read().split()[1]) * 4096 >> 20
+assert host.keep_freed_memory()
+x = np.ones(256 << 20, np.uint8)
+above = np.ones(1 << 20, np.uint8)
+del x
+before = rss()
+if sys.argv[1] == 'release':
+  assert host.release_freed_memory()
+print(before, rss())
+'''
+
+
+def _rss_drop_mb(mode: str) -> int:
+  out = subprocess.run([sys.executable, '-c', _RELEASE_PROBE, mode], capture_output=True,
+                       text=True, check=True)
+  before, after = map(int, out.stdout.split())
+  return before - after
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='glibc malloc only')
+def test_release_freed_memory_hands_kept_pages_back():
+  assert _rss_drop_mb('keep') < 10  # The freed block stays resident ...
+  assert _rss_drop_mb('release') > 200  # ... until it is handed back.
+
+
+def test_release_freed_memory_is_a_no_op_without_glibc(monkeypatch):
+  from genre_jax import host
+  monkeypatch.setattr(platform, 'libc_ver', lambda: ('', ''))
+  assert host.release_freed_memory() is False

@@ -19,7 +19,9 @@ class SplitArrays:
   Attributes:
     ids: n record ids.
     texts: n synopses.
-    tokens: [n, L] int32 token ids, padded with the tokenizer's pad id.
+    tokens: [n, L] token ids, padded with the tokenizer's pad id, stored as the smallest dtype
+      that holds the vocabulary (`text.token_dtype(vocab_size)`: uint16 up to 65,536 ids);
+      `batches` converts them to int32.
     lengths: [n] int32 number of real tokens, >= 1.
     labels: [n, G] float32 multi-hot genres (columns = `PreparedData.labels.classes`).
     reference_lengths: [n_train] int32 training lengths that bucket widths are computed from, so
@@ -93,8 +95,9 @@ def batches(arrays, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int
   """Yields one epoch of batches of a split.
 
   Args:
-    arrays: a `pipeline.SplitArrays` (tokens [n, L] int32, lengths [n] int32, labels [n, G]
-      float32, and `reference_lengths`, the training lengths the bucket widths come from).
+    arrays: a `pipeline.SplitArrays` (tokens [n, L] uint8, uint16 or int32, lengths [n] int32,
+      labels [n, G] float32, and `reference_lengths`, the training lengths the bucket widths
+      come from).
     batch_size: B.
     shuffle: shuffle examples (within buckets) and the order of batches, with
       `np.random.default_rng((seed, epoch))`; else examples in order, buckets by width.

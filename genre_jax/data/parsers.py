@@ -281,7 +281,7 @@ def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
     if not genres:
       dropped_no_genre += 1
       continue
-    unique = [names.setdefault(g, g) for g in dict.fromkeys(genres)]
+    unique = list(dict.fromkeys(names.setdefault(g, g) for g in genres))  # Sized exactly.
     duplicates += len(genres) - len(unique)
     kept['id'].append(id_)
     kept['title'].append('' if _is_missing(title) else str(title).strip())

@@ -7,7 +7,8 @@
 text_column, genre_column, id_column, title_column, mirror, max_examples, split_seed, split_sizes,
 vocab_size, min_count, max_length, bucket_by_length, num_buckets; optional genre_separator and
 token_cache, a directory that keeps tokenisation between runs, see `token_cache`).
-Texts are tokenised a chunk at a time straight into the `[n, L]` arrays.
+Texts are tokenised a chunk at a time straight into the `[n, L]` arrays, whose ids are stored as
+the smallest dtype that holds the vocabulary (`text.token_dtype`: uint16 up to 65,536 ids).
 """
 
 import collections
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from genre_jax import errors
+from genre_jax import host
 from genre_jax.data import batching
 from genre_jax.data import download
 from genre_jax.data import parsers
@@ -86,15 +88,18 @@ def source(data_config) -> tuple[Path, str]:
 
 
 def load(data_config) -> tuple[pd.DataFrame, dict]:
-  """Reads the records selected by `data_config` (see `parsers.load_records`)."""
+  """Reads the records selected by `data_config` (see `parsers.load_records`), then hands the
+  memory the reading freed back to the system (`host.release_freed_memory`)."""
   path, format = source(data_config)
   columns = {}
   if format in ('csv', 'jsonl'):  # The named formats know their columns.
     columns = dict(text_column=data_config.text_column, genre_column=data_config.genre_column,
                    id_column=data_config.id_column, title_column=data_config.title_column)
-  return parsers.load_records(path, format, max_examples=data_config.max_examples,
-                              genre_separator=getattr(data_config, 'genre_separator', ','),
-                              **columns)
+  loaded = parsers.load_records(path, format, max_examples=data_config.max_examples,
+                                genre_separator=getattr(data_config, 'genre_separator', ','),
+                                **columns)
+  host.release_freed_memory()  # The parser's buffers, freed between the texts it made.
+  return loaded
 
 
 def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | None = None,
@@ -124,15 +129,14 @@ def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | 
   else:
     split = splits.split_from_ids(split, list(records['id']))
   cache = getattr(data_config, 'token_cache', None)
-  train_records = records.iloc[split['train']]
-  train_texts = list(train_records['text'])
+  train_texts = _column(records, 'text', split['train'])
   digests = {'train': token_cache.digest(train_texts)} if cache is not None else {}
   tokenizer = fit_tokenizer(data_config, train_texts, tokenizer_factory, digests.get('train'))
-  labels = fit_labels(train_records['genres'], report['source'])
+  labels = fit_labels(_column(records, 'genres', split['train']), report['source'])
   arrays, unknown = {}, {}
   for name in encode:
     texts = train_texts if name == 'train' else None
-    arrays[name], unknown[name] = encode_split(records.iloc[split[name]], tokenizer, labels,
+    arrays[name], unknown[name] = encode_split(records, split[name], tokenizer, labels,
                                                data_config, texts, digests.get(name))
   for part in arrays.values():
     part.reference_lengths = arrays['train'].lengths if 'train' in arrays else None
@@ -169,20 +173,27 @@ def fit_labels(train_genres: Sequence[Sequence[str]], source: str) -> text.Label
   return labels
 
 
-def encode_split(part: pd.DataFrame, tokenizer, labels: text.LabelEncoder, data_config,
-                 texts: list[str] | None = None,
+def _column(records: pd.DataFrame, name: str, rows: np.ndarray) -> list:
+  """The values of column `name` at `rows` ([m] int64 indices into `records`), as a list of the
+  records' own objects (no copy of the other columns)."""
+  return list(records[name].iloc[rows])
+
+
+def encode_split(records: pd.DataFrame, rows: np.ndarray, tokenizer, labels: text.LabelEncoder,
+                 data_config, texts: list[str] | None = None,
                  texts_digest: str | None = None) -> tuple[SplitArrays, dict[str, int]]:
-  """Encodes the records `part` of one split (texts chunk by chunk, or from the token cache).
+  """Encodes one split, the records at `rows` ([m] int64), texts chunk by chunk or from the
+  token cache; `texts`: their texts when already listed, `texts_digest`: their digest.
 
   Returns:
     Its `SplitArrays` and the counts of its genres not in `labels` (see `LabelEncoder.transform`).
   """
-  texts = list(part['text']) if texts is None else texts
+  texts = _column(records, 'text', rows) if texts is None else texts
   cache = getattr(data_config, 'token_cache', None)
   tokens, lengths = token_cache.encode(cache, tokenizer, texts, data_config.max_length,
                                        texts_digest)
-  y, unknown = labels.transform(list(part['genres']))
-  return SplitArrays(list(part['id']), texts, tokens, lengths, y), unknown
+  y, unknown = labels.transform(_column(records, 'genres', rows))
+  return SplitArrays(_column(records, 'id', rows), texts, tokens, lengths, y), unknown
 
 
 def summary(prepared: PreparedData) -> dict:

@@ -151,6 +151,15 @@ class WordTokenizer:
     return cls(d['vocab'], d['lowercase'])
 
 
+def token_dtype(vocab_size: int) -> np.dtype:
+  """The smallest dtype that stores the token ids 0 ... vocab_size - 1: uint8, uint16, else
+  int32 (the dtype of the batches the model sees, see `batching.batches`)."""
+  for dtype in (np.uint8, np.uint16):
+    if vocab_size - 1 <= np.iinfo(dtype).max:
+      return np.dtype(dtype)
+  return np.dtype(np.int32)
+
+
 def encode_into(encode: Callable[[Sequence[str], int], tuple[np.ndarray, np.ndarray]],
                 texts: Sequence[str], tokens: np.ndarray, lengths: np.ndarray,
                 chunk_size: int = CHUNK_SIZE) -> None:
@@ -159,14 +168,22 @@ def encode_into(encode: Callable[[Sequence[str], int], tuple[np.ndarray, np.ndar
   Args:
     encode: a tokenizer's `encode(texts, max_length) -> (tokens [m, L], lengths [m])`.
     texts: n texts.
-    tokens: [n, L] int32, filled in place.
+    tokens: [n, L] integer ids (int32 or narrower, see `token_dtype`), filled in place.
     lengths: [n] int32, filled in place.
     chunk_size: texts per call of `encode`.
+
+  Raises:
+    ValueError: if an id does not fit the dtype of `tokens`.
   """
   texts = list(texts) if not isinstance(texts, list) else texts
+  limit = np.iinfo(tokens.dtype).max
   for start in range(0, len(texts), chunk_size):
     stop = min(start + chunk_size, len(texts))
-    tokens[start:stop], lengths[start:stop] = encode(texts[start:stop], tokens.shape[1])
+    chunk, lengths[start:stop] = encode(texts[start:stop], tokens.shape[1])
+    if chunk.size and chunk.max() > limit:
+      raise ValueError(f'token id {chunk.max()} does not fit {tokens.dtype} (the tokenizer\'s '
+                       'vocab_size is too small for its ids).')
+    tokens[start:stop] = chunk
 
 
 def _normalizer(lowercase: bool):

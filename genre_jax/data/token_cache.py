@@ -11,8 +11,11 @@ the tokenizer (`to_dict()`) or the fit's parameters, `max_length`, and the versi
 and of `tokenizers`. Entries:
 
   vocab-KEY.json     a fitted tokenizer's `to_dict()`.
-  tokens-KEY/        tokens.npy [n, L] int32 and lengths.npy [n] int32, read back as read-only
-                     memory maps (the page cache holds them, shared between processes).
+  tokens-KEY/        tokens.npy [n, L] of `text.token_dtype(vocab_size)` (uint16 for a
+                     vocabulary of up to 65,536 ids) and lengths.npy [n] int32, read back as
+                     read-only memory maps (the page cache holds them, shared between
+                     processes). An entry whose arrays have other shapes or dtypes is computed
+                     again.
 
 Each entry is written under a temporary name, flushed to disk, then renamed into place (atomic
 on POSIX), so a reader sees a whole entry or none; one that cannot be read is computed again.
@@ -68,29 +71,30 @@ def encode(directory: str | os.PathLike | None, tokenizer, texts: Sequence[str],
   """`tokenizer.encode(texts, max_length)` a chunk at a time, from or into the cache.
 
   Returns:
-    tokens [n, L] int32 and lengths [n] int32 (read-only memory maps when cached).
+    tokens [n, L] of `text.token_dtype(tokenizer.vocab_size)` and lengths [n] int32 (read-only
+    memory maps when cached).
   """
   texts = list(texts) if not isinstance(texts, list) else texts
-  n = len(texts)
+  n, dtype = len(texts), text.token_dtype(tokenizer.vocab_size)
   if directory is None:
-    tokens, lengths = np.zeros((n, max_length), np.int32), np.ones(n, np.int32)
+    tokens, lengths = np.zeros((n, max_length), dtype), np.ones(n, np.int32)
     text.encode_into(tokenizer.encode, texts, tokens, lengths)
     return tokens, lengths
   params = {'tokenizer': tokenizer.to_dict(), 'max_length': max_length}
   entry = Path(directory) / f'tokens-{_key(texts_digest or digest(texts), params)}'
-  cached = _read(entry, n, max_length)
+  cached = _read(entry, (n, max_length), dtype)
   if cached is not None:
     return cached
   with _atomic(entry) as tmp:
     tmp.mkdir()
-    tokens = np.lib.format.open_memmap(tmp / 'tokens.npy', 'w+', np.int32, (n, max_length))
+    tokens = np.lib.format.open_memmap(tmp / 'tokens.npy', 'w+', dtype, (n, max_length))
     lengths = np.lib.format.open_memmap(tmp / 'lengths.npy', 'w+', np.int32, (n,))
     text.encode_into(tokenizer.encode, texts, tokens, lengths)
     for array in (tokens, lengths):
       array.flush()
       _fsync(Path(array.filename))
     del tokens, lengths
-  return _read(entry, n, max_length)
+  return _read(entry, (n, max_length), dtype)
 
 
 def _key(texts_digest: str, params: dict) -> str:
@@ -100,14 +104,17 @@ def _key(texts_digest: str, params: dict) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _read(entry: Path, n: int, max_length: int) -> tuple[np.ndarray, np.ndarray] | None:
-  """The arrays of a complete entry with the expected shapes, else None."""
+def _read(entry: Path, shape: tuple[int, int],
+          dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+  """The arrays of a complete entry: tokens of `shape` [n, L] and `dtype`, lengths [n] int32;
+  None when the entry is missing, unreadable or holds other shapes or dtypes."""
   try:
     tokens = np.load(entry / 'tokens.npy', mmap_mode='r')
     lengths = np.load(entry / 'lengths.npy', mmap_mode='r')
   except (OSError, ValueError, EOFError):
     return None
-  if tokens.shape != (n, max_length) or lengths.shape != (n,):
+  if (tokens.shape, tokens.dtype, lengths.shape, lengths.dtype) != (
+      shape, dtype, shape[:1], np.dtype(np.int32)):
     return None
   return tokens, lengths
 
