@@ -37,11 +37,18 @@ def get_config():
   data.bucket_by_length = True  # Batches of similar lengths, padded to a few fixed widths.
   data.num_buckets = 4
   data.token_cache = config_dict.placeholder(str)  # A directory: reuse tokenised splits (memmap).
+  # word: a vocabulary of the training split's words; wordpiece: the pretrained encoder's
+  # WordPiece tokenizer (model.pretrained_path). The `pretrained` model always uses its own.
+  data.tokenizer = 'word'
 
   # ---- Model (union of all architectures' fields) ------------------------------------------
   config.model = model = ml_collections.ConfigDict()
   model.name = 'cnn'  # lstm | cnn | cnn_lstm | pretrained
   model.embed_dim = 128
+  # random, or pretrained: the encoder's input word embeddings (needs data.tokenizer='wordpiece';
+  # a learned projection to embed_dim when it differs from the encoder's width).
+  model.embed_init = 'random'
+  model.embed_trainable = True  # False: a pretrained table stays fixed (its projection trains).
   model.embed_dropout = 0.0
   model.word_dropout = 0.0  # Drops whole tokens (all embed_dim features at once).
   model.conv_filters = 128  # Per kernel width.
@@ -63,6 +70,21 @@ def get_config():
   # ---- Loss ---------------------------------------------------------------------------------
   config.pos_weight = 'none'  # none | balanced (neg/pos per genre, clipped) | sqrt.
   config.pos_weight_max = 10.0
+
+  # ---- Distillation (genre_jax/distill.py; off while teacher is None) -----------------------
+  # loss = alpha * BCE(labels) + (1 - alpha) * BCE(sigmoid(teacher logits / temperature)).
+  config.distill = distill = ml_collections.ConfigDict()
+  distill.teacher = config_dict.placeholder(str)  # A trained run's or ensemble's workdir.
+  distill.alpha = 0.5  # Weight of the hard labels.
+  distill.temperature = 1.0
+  distill.augment_copies = 0  # Teacher-labelled perturbed copies of each training synopsis.
+  distill.copy_hard_labels = True  # Copies keep the original's labels (else alpha 0 for them).
+  distill.word_dropout = 0.1  # Each word of a copy dropped with this probability.
+  distill.window_prob = 0.25  # Probability that a copy is a random window of the words ...
+  distill.window_min = 0.6  # ... of at least this fraction of them.
+  distill.swap_rate = 0.1  # Swaps of two random words, per word.
+  distill.mask_rate = 0.0  # Words replaced by the teacher's mask token, [MASK].
+  distill.cache_dir = config_dict.placeholder(str)  # A directory: share teacher scores across runs.
 
   # ---- Optimisation -----------------------------------------------------------------------
   config.optimizer = 'adamw'  # adam | adamw | sgd | rmsprop

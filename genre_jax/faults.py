@@ -13,8 +13,11 @@ import signal
 
 ENV = 'GENRE_JAX_FAULT'
 # In the order a run reaches them (see checkpoint.RunCheckpoints.commit_epoch and
-# trainer.final_report): a train step, then an epoch's commit, then the final report's files.
+# trainer.final_report): a distilled run's teacher scores (distill.py), a train step, then an
+# epoch's commit, then the final report's files.
 POINTS = (
+    'distill_tmp_written',   # The teacher's scores in a temporary file, not yet renamed.
+    'distill_written',       # distill_targets.npz in place; no train step yet.
     'train_step',            # Before each optimizer step (N = the global step).
     'epoch_begin_commit',    # The epoch's validation is done; nothing of it written yet.
     'epoch_best_saved',      # best/STEP written (improved epochs only).

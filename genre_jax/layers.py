@@ -150,6 +150,29 @@ class Embed(nnx.Module):
     return x
 
 
+class ProjectedEmbed(nnx.Module):
+  """A token table initialised from given vectors (a pretrained encoder's input word
+  embeddings), then a learned linear projection (no bias) to `features` when the table's width
+  differs; without one, the table's vectors themselves.
+
+  Whether the table trains is the model's choice (its `trainable` filter); the projection always
+  does.
+  """
+
+  def __init__(self, table, features: int, *, rngs: nnx.Rngs):
+    """`table`: [vocab_size, width] float array; `features`: the output width."""
+    vocab_size, width = table.shape
+    self.embedding = nnx.Embed(vocab_size, width, rngs=rngs,
+                               embedding_init=lambda key, shape, dtype: jnp.asarray(table, dtype))
+    self.projection = (nnx.Linear(width, features, use_bias=False, rngs=rngs)
+                       if width != features else None)
+
+  def __call__(self, tokens: Array) -> Array:
+    """tokens `[batch, L]` int32 -> `[batch, L, features]` float32."""
+    x = self.embedding(tokens)
+    return x if self.projection is None else self.projection(x)
+
+
 def _shift_time(x: Array, offset: int) -> Array:
   """`y[:, t] = x[:, t + offset]`, zero where `t + offset` falls outside `[0, L)`."""
   if offset > 0:

@@ -46,6 +46,38 @@ def sigmoid_bce(
   return total / (jnp.maximum(jnp.sum(mask), 1.0) * loss.shape[-1])
 
 
+def distillation_bce(
+  logits: jax.Array,
+  labels: jax.Array,
+  soft_targets: jax.Array,
+  hard_weight: jax.Array,
+  mask: jax.Array | None = None,
+  pos_weight: jax.Array | None = None,
+) -> jax.Array:
+  """Knowledge-distillation loss: per row `a * BCE(labels) + (1 - a) * BCE(soft_targets)`.
+
+  With one `a` = alpha for every row this is `alpha * sigmoid_bce(logits, labels, ...) +
+  (1 - alpha) * sigmoid_bce(logits, soft_targets, ...)`, both terms masked and weighted as
+  `sigmoid_bce` (the soft targets are the teacher's probabilities, so `pos_weight` weighs their
+  positive part).
+
+  Args:
+    logits: `[batch, genres]` float, the student's.
+    labels: `[batch, genres]` float in [0, 1], the hard labels.
+    soft_targets: `[batch, genres]` float in [0, 1], the teacher's probabilities.
+    hard_weight: `[batch]` float in [0, 1] (or a scalar), each row's weight `a` of the labels.
+    mask: `[batch]` float, 1 for real examples and 0 for padding rows; None = all real.
+    pos_weight: `[genres]` float multiplying each genre's positive term; None = 1.
+
+  Returns:
+    Scalar float32, normalised as `sigmoid_bce` (by `max(#real examples, 1) * genres`).
+  """
+  a = jnp.broadcast_to(jnp.asarray(hard_weight, jnp.float32), logits.shape[:1])[:, None]
+  targets = a * labels.astype(jnp.float32) + (1.0 - a) * soft_targets.astype(jnp.float32)
+  # The BCE is linear in the target: one BCE of the blended target is the blend of the two.
+  return sigmoid_bce(logits, targets, mask, pos_weight)
+
+
 def binary_cross_entropy(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
   """Mean binary cross-entropy of probabilities (numpy; for averaged ensemble probabilities).
 

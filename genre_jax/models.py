@@ -16,6 +16,11 @@ name:
 * `pretrained`: registered by `genre_jax.pretrained`, imported on first use (it needs optional
   dependencies).
 
+The embedding table of `lstm`, `cnn` and `cnn_lstm` starts random, or from the pretrained
+encoder's input word embeddings (`model.embed_init='pretrained'`, with its WordPiece ids:
+`data.tokenizer='wordpiece'`), projected to `embed_dim` and trained or frozen
+(`model.embed_trainable`).
+
 A new architecture is a `Classifier` subclass and a builder decorated with
 `@register_model('name')` taking `(model_config, *, vocab_size, num_labels, pad_id, rngs)`;
 `build_model(config, tokenizer, num_labels)` builds the one a run's config names.
@@ -157,6 +162,31 @@ def _word_dropout(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Dropout
   return nnx.Dropout(rate, broadcast_dims=(2,), rngs=rngs) if rate else None
 
 
+# The parameters a model with a frozen pretrained embedding table trains: all but the table.
+_ALL_BUT_TABLE = nnx.All(nnx.Param, nnx.Not(nnx.PathContains('embedding')))
+
+
+def _embedding(cfg: ml_collections.ConfigDict, vocab_size: int, pad_id: int,
+               rngs: nnx.Rngs) -> tuple[nnx.Module, bool]:
+  """The token embedding of `cfg.embed_dim` features and whether its table is frozen: a random
+  table (`embed_init='random'`), or the pretrained encoder's input word embeddings
+  (`'pretrained'`, `model.pretrained_path` or the bundled MiniLM; `embed_trainable` False freezes
+  the table), projected to `embed_dim` when the encoder's width differs."""
+  init = cfg.get('embed_init', 'random')
+  if init == 'random':
+    return layers.Embed(vocab_size, cfg.embed_dim, pad_id=pad_id, rngs=rngs), False
+  if init != 'pretrained':
+    raise GenreJaxError(f"unknown model.embed_init {init!r}; known: random, pretrained")
+  from genre_jax import pretrained  # Optional dependencies (safetensors, tokenizers).
+  table = pretrained.input_embeddings(cfg.get('pretrained_path'))
+  if table.shape[0] != vocab_size:
+    raise GenreJaxError(
+        f'model.embed_init=pretrained: the checkpoint has {table.shape[0]} word embeddings but '
+        f'the tokenizer {vocab_size} ids; use data.tokenizer=wordpiece with the same checkpoint.')
+  frozen = not cfg.get('embed_trainable', True)
+  return layers.ProjectedEmbed(table, cfg.embed_dim, rngs=rngs), frozen
+
+
 def _maybe(layer, x: jax.Array) -> jax.Array:
   return x if layer is None else layer(x)
 
@@ -170,7 +200,7 @@ class LSTMClassifier(Classifier):
   def __init__(self, cfg: ml_collections.ConfigDict, *, vocab_size: int, num_labels: int,
                pad_id: int, conv: bool, rngs: nnx.Rngs):
     self.pooling = _check_pooling(cfg.pooling)
-    self.embed = layers.Embed(vocab_size, cfg.embed_dim, pad_id=pad_id, rngs=rngs)
+    self.embed, self.embed_frozen = _embedding(cfg, vocab_size, pad_id, rngs)
     self.word_dropout = _word_dropout(cfg, rngs)
     self.embed_dropout = nnx.Dropout(cfg.embed_dropout, rngs=rngs)
     features = cfg.embed_dim
@@ -187,6 +217,11 @@ class LSTMClassifier(Classifier):
     summary_features = self.lstm.out_features + (features if self.conv_skip else 0)
     self.head = layers.Head(summary_features, num_labels, dense_size=cfg.dense_size,
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
+
+  @property
+  def trainable(self) -> nnx.filterlib.Filter:
+    """The parameters to optimise: all, or all but a frozen pretrained embedding table."""
+    return _ALL_BUT_TABLE if self.embed_frozen else nnx.Param
 
   def embed_tokens(self, tokens: jax.Array) -> jax.Array:
     """tokens [batch, L] int32 -> [batch, L, embed_dim] float32."""
@@ -217,13 +252,18 @@ class CNNClassifier(Classifier):
   def __init__(self, cfg: ml_collections.ConfigDict, *, vocab_size: int, num_labels: int,
                pad_id: int, rngs: nnx.Rngs):
     self.pooling = _check_pooling(cfg.pooling)
-    self.embed = layers.Embed(vocab_size, cfg.embed_dim, pad_id=pad_id, rngs=rngs)
+    self.embed, self.embed_frozen = _embedding(cfg, vocab_size, pad_id, rngs)
     self.word_dropout = _word_dropout(cfg, rngs)
     self.embed_dropout = nnx.Dropout(cfg.embed_dropout, rngs=rngs)
     self.conv = layers.Conv1D(cfg.embed_dim, cfg.conv_filters, cfg.conv_kernel_sizes,
                               activation=cfg.conv_activation, rngs=rngs)
     self.head = layers.Head(self.conv.out_features, num_labels, dense_size=cfg.dense_size,
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
+
+  @property
+  def trainable(self) -> nnx.filterlib.Filter:
+    """The parameters to optimise: all, or all but a frozen pretrained embedding table."""
+    return _ALL_BUT_TABLE if self.embed_frozen else nnx.Param
 
   def embed_tokens(self, tokens: jax.Array) -> jax.Array:
     """tokens [batch, L] int32 -> [batch, L, embed_dim] float32."""

@@ -289,6 +289,19 @@ def load_encoder(path: str | pathlib.Path, *, dropout: bool = True,
   return encoder
 
 
+def input_embeddings(pretrained_path: str | None = None) -> np.ndarray:
+  """The checkpoint's input word embeddings [vocab_size, hidden] float32, read alone from its
+  model.safetensors (`checkpoint_dir(pretrained_path)`): what `model.embed_init='pretrained'`
+  starts the lstm, cnn and cnn_lstm embedding tables from."""
+  safetensors = _require('safetensors')
+  path = checkpoint_dir(pretrained_path) / 'model.safetensors'
+  with safetensors.safe_open(str(path), framework='numpy') as f:
+    for name in f.keys():
+      if _canonical(name) == 'embeddings.word_embeddings.weight':
+        return np.asarray(f.get_tensor(name), np.float32)
+  raise GenreJaxError(f'Checkpoint {path} holds no embeddings.word_embeddings.weight.')
+
+
 # ---- Classifier --------------------------------------------------------------------------------
 
 class PretrainedClassifier(models.Classifier):

@@ -7,8 +7,8 @@ a workdir with a configuration that changes the result: every field except `RESU
 one the run was started with. `RESUMABLE` may change on resume:
   num_epochs            extends (or shortens) a run; not with lr_schedule='cosine', whose decay
                         is laid out over num_epochs
-  progress_bar, num_examples_to_show, log_every_steps, data.mirror, data.token_cache
-                        change nothing the run computes
+  progress_bar, num_examples_to_show, log_every_steps, data.mirror, data.token_cache,
+  distill.cache_dir     change nothing the run computes
 Fields missing from an older run's saved config are not compared.
 """
 
@@ -24,7 +24,7 @@ from genre_jax import optim
 from genre_jax.errors import GenreJaxError
 
 RESUMABLE = ('num_epochs', 'progress_bar', 'num_examples_to_show', 'log_every_steps',
-             'data.mirror', 'data.token_cache')
+             'data.mirror', 'data.token_cache', 'distill.cache_dir')
 EARLY_STOPPING_METRICS = ('loss', 'micro_f1', 'macro_f1', 'samples_f1', 'map')
 _AT_LEAST_ONE = ('num_epochs', 'batch_size', 'eval_batch_size', 'data.max_length',
                  'data.num_buckets', 'data.min_count', 'model.embed_dim', 'model.conv_filters',
@@ -32,7 +32,8 @@ _AT_LEAST_ONE = ('num_epochs', 'batch_size', 'eval_batch_size', 'data.max_length
 _AT_LEAST_ZERO = ('warmup_epochs', 'grad_clip_norm', 'weight_decay', 'model.dense_size',
                   'model.conv_pool_size', 'train_eval_examples', 'num_examples_to_show',
                   'log_every_steps')
-_RATES = ('model.dropout', 'model.embed_dropout', 'model.word_dropout', 'ema_decay')
+_RATES = ('model.dropout', 'model.embed_dropout', 'model.word_dropout', 'ema_decay',
+          'distill.word_dropout', 'distill.window_prob', 'distill.swap_rate', 'distill.mask_rate')
 
 
 def flatten(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +56,8 @@ def _choices(flat: dict[str, Any]) -> dict[str, tuple[Any, list[Any]]]:
       'pos_weight': (flat['pos_weight'], ['none', 'balanced', 'sqrt']),
       'early_stopping_metric': (flat['early_stopping_metric'], list(EARLY_STOPPING_METRICS)),
       'calibration.method': (flat['calibration.method'], list(calibration.METHODS)),
+      'data.tokenizer': (flat.get('data.tokenizer', 'word'), ['word', 'wordpiece']),
+      'model.embed_init': (flat.get('model.embed_init', 'random'), ['random', 'pretrained']),
   }
 
 
@@ -85,10 +88,34 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if flat['data.vocab_size'] < 2:
     raise GenreJaxError(f'config.data.vocab_size must be at least 2 (padding and unknown words), '
                         f'got {flat["data.vocab_size"]}.')
+  _check_distill(flat)
   sizes = tuple(flat['data.split_sizes'])
   if len(sizes) != 3 or min(sizes) <= 0 or abs(sum(sizes) - 1) > 1e-6:
     raise GenreJaxError(f'config.data.split_sizes must be three positive fractions summing to 1 '
                         f'(train, validation, test), got {sizes}.')
+
+
+def _check_distill(flat: dict[str, Any]) -> None:
+  """The distillation and sub-word input fields (absent from older configs: not checked)."""
+  if flat.get('model.embed_init') == 'pretrained' and flat.get('data.tokenizer') != 'wordpiece':
+    raise GenreJaxError("config.model.embed_init='pretrained' needs config.data.tokenizer="
+                        "'wordpiece' (the encoder's embeddings are indexed by its WordPiece ids).")
+  if 'distill.alpha' not in flat:
+    return
+  if not 0.0 <= flat['distill.alpha'] <= 1.0:
+    raise GenreJaxError(f'config.distill.alpha must be in [0, 1], got {flat["distill.alpha"]}.')
+  if not flat['distill.temperature'] > 0:
+    raise GenreJaxError(f'config.distill.temperature must be positive, got '
+                        f'{flat["distill.temperature"]}.')
+  if flat['distill.augment_copies'] < 0:
+    raise GenreJaxError(f'config.distill.augment_copies must not be negative, got '
+                        f'{flat["distill.augment_copies"]}.')
+  if not 0.0 < flat['distill.window_min'] <= 1.0:
+    raise GenreJaxError(f'config.distill.window_min must be in (0, 1], got '
+                        f'{flat["distill.window_min"]}.')
+  if flat['distill.augment_copies'] and not flat['distill.teacher']:
+    raise GenreJaxError('config.distill.augment_copies needs a teacher to label the copies: set '
+                        'config.distill.teacher=WORKDIR.')
 
 
 def check_resumable(saved: dict[str, Any], config: ml_collections.ConfigDict, workdir) -> None:

@@ -34,6 +34,9 @@ def _train_step(graphdef: nnx.GraphDef, wrt, ema_decay: float, state: nnx.State,
 
   def loss_fn(model):  # A batch of tokens, or of precomputed features (frozen encoder).
     logits = inference.logits(model, batch)
+    if 'soft_targets' in batch:  # Distillation (genre_jax/distill.py).
+      return losses.distillation_bce(logits, batch['labels'], batch['soft_targets'],
+                                     batch['hard_weight'], batch['mask'], pos_weight)
     return losses.sigmoid_bce(logits, batch['labels'], batch['mask'], pos_weight)
 
   loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
@@ -78,7 +81,8 @@ class TrainStep:
 
   Args (of a call):
     batch: `tokens [B, L]`, `lengths [B]`, `labels [B, G]`, `mask [B]` (or `features [B, H]`
-      instead of tokens, for a frozen encoder), sharded over the mesh.
+      instead of tokens, for a frozen encoder), and when distilling `soft_targets [B, G]` and
+      `hard_weight [B]` (`losses.distillation_bce`), sharded over the mesh.
     pos_weight: `[G]` positive weights, or None.
   """
 

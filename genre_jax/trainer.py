@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from genre_jax import calibration as calibration_lib
 from genre_jax import checkpoint
+from genre_jax import distill
 from genre_jax import evaluation
 from genre_jax import faults
 from genre_jax import inference
@@ -54,6 +55,8 @@ class Inputs:
   widths: list[int] | None  # Padded widths of the length buckets (None: no bucketing).
   pos_weight: jax.Array | None  # [G], replicated.
   features: dict[str, np.ndarray] | None = None  # {split: [n, H]}: a frozen encoder's features.
+  distill: distill.Targets | None = None  # Per training row: the teacher's soft targets.
+  distill_report: dict[str, Any] | None = None  # The teacher, the transfer set, their times.
 
   def eval_kwargs(self, config) -> dict[str, Any]:
     return dict(batch_size=config.eval_batch_size, mesh=self.mesh, pos_weight=self.pos_weight,
@@ -122,14 +125,19 @@ def prepare_inputs(config, saved: dict[str, Any] | None, workdir: pathlib.Path) 
   train = data.arrays['train']
   widths = (batching.bucket_widths(train.lengths, config.data.max_length, config.data.num_buckets)
             if config.data.bucket_by_length else None)
-  pw = losses.pos_weights(train.labels, config.pos_weight, config.pos_weight_max)
+  targets = report = None
+  if distill.enabled(config):  # The training split gains the transfer set's copies.
+    data.arrays['train'], targets, report = distill.attach(
+        config, data, workdir, expected_key=(saved or {}).get('distill_key'))
+  pw = losses.pos_weights(data.train.labels, config.pos_weight, config.pos_weight_max)
   pos_weight = None if pw is None else parallel.put_replicated(np.asarray(pw, np.float32), mesh)
-  return Inputs(data, mesh, widths, pos_weight)
+  return Inputs(data, mesh, widths, pos_weight, distill=targets, distill_report=report)
 
 
 def tokenizer_factory(config: ml_collections.ConfigDict):
-  """How the run turns text into ids: the word vocabulary, or the pretrained model's tokenizer."""
-  if config.model.name == 'pretrained':
+  """How the run turns text into ids: the word vocabulary, or the pretrained model's tokenizer
+  (the `pretrained` model's, or any model's with `data.tokenizer='wordpiece'`)."""
+  if config.model.name == 'pretrained' or config.data.get('tokenizer', 'word') == 'wordpiece':
     from genre_jax import pretrained  # Optional dependencies (safetensors, tokenizers).
     return pretrained.tokenizer_factory(config.model, config.data)
   return None
@@ -151,6 +159,8 @@ def build_or_restore_state(config, inputs: Inputs, ckpts: checkpoint.RunCheckpoi
             'labels': data.labels.to_dict(), 'split_sha256': ckpts.write_split(data.split_ids),
             'data_report': data.report, 'epoch': 0, 'step': 0, 'history': [], 'best': None,
             'bad_epochs': 0, 'finished': False, 'train_seconds': 0.0}
+    if inputs.distill_report is not None:  # Which soft targets the run trains on.
+      meta['distill_key'] = inputs.distill_report['key']
   else:
     meta = ckpts.restore(checkpoint.LATEST, inputs.mesh, model, optimizer, ema=ema)
     meta['config'] = config.to_dict()  # Differs from the saved one in RESUMABLE fields only.
@@ -214,6 +224,8 @@ def train_one_epoch(config, state: RunState, inputs: Inputs,
     faults.reached('train_step')
     batch_in = (inference.feature_batch(features, batch) if features is not None else
                 {k: batch[k] for k in ('tokens', 'lengths', 'labels', 'mask')})
+    if inputs.distill is not None:
+      batch_in.update(distill.batch_targets(inputs.distill, batch))
     pending.append((step, step_fn(parallel.shard_batch(batch_in, inputs.mesh), inputs.pos_weight)))
     bar.update(int((batch['index'] >= 0).sum()))
     if len(pending) == 20:
@@ -318,10 +330,11 @@ def final_report(config, workdir: pathlib.Path, model: models.Classifier, inputs
   report = {
       'model': config.model.name, 'seed': config.seed, 'workdir': str(workdir),
       'devices': [str(d) for d in jax.devices()],
-      'data': {**data.report, 'split_sizes': {k: len(v.lengths) for k, v in data.arrays.items()}},
+      'data': {**data.report, 'split_sizes': {k: len(v) for k, v in data.split.items()}},
       'epochs_run': meta['epoch'], 'best_epoch': meta['best']['epoch'],
       'train_seconds': round(meta['train_seconds'], 2),
       'num_parameters': models.count_params(model), 'calibration': calib.to_dict(),
+      **({'distill': inputs.distill_report} if inputs.distill_report else {}),
       **evaluation.report_metrics(thr, val, val_probs, val_loss, test, test_logits, test_loss,
                                   config.num_examples_to_show, calib),
   }

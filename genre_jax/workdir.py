@@ -159,9 +159,18 @@ def write_text(path: pathlib.Path, text: str, *, before_rename=None) -> None:
   Args:
     before_rename: optional callable run between the two (fault injection in tests).
   """
+  _write_atomically(path, text, 'w', before_rename)
+
+
+def write_bytes(path: pathlib.Path, data: bytes, *, before_rename=None) -> None:
+  """`write_text` of bytes: `path` replaced atomically by `data`."""
+  _write_atomically(path, data, 'wb', before_rename)
+
+
+def _write_atomically(path: pathlib.Path, data: str | bytes, mode: str, before_rename) -> None:
   tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-  with open(tmp, 'w') as f:
-    f.write(text)
+  with open(tmp, mode) as f:
+    f.write(data)
     f.flush()
     os.fsync(f.fileno())
   if before_rename is not None:

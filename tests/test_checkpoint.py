@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from genre_jax import checkpoint
+from genre_jax import distill
 from genre_jax import faults
 from genre_jax import inference
 from genre_jax import trainer
@@ -53,11 +54,13 @@ def straight(synthetic_jsonl, tmp_path_factory):
 # Every point of faults.POINTS, each at its first occurrence after epoch 1 is committed.
 FAULTS = [('train_step', STEPS_PER_EPOCH + 10)] + [
     (p, 2) for p in faults.POINTS if p.startswith(('epoch_', 'commit_'))] + [
-    ('thresholds_written', 1), ('report_written', 1)]
+    ('calibration_written', 1), ('thresholds_written', 1), ('report_written', 1)]
+# A distilled run's points: the teacher's scores cached before the first step.
+DISTILL_FAULTS = [(p, 1) for p in faults.POINTS if p.startswith('distill_')]
 
 
 def test_fault_table_covers_every_point():
-  assert {p for p, _ in FAULTS} == set(faults.POINTS)
+  assert {p for p, _ in FAULTS + DISTILL_FAULTS} == set(faults.POINTS)
 
 
 def test_kill_at_every_point_of_the_commit_protocol_then_rerun(synthetic_jsonl, tmp_path,
@@ -81,6 +84,38 @@ def test_kill_at_every_point_of_the_commit_protocol_then_rerun(synthetic_jsonl, 
     assert record['epoch'] == EPOCHS
     assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == sorted(
         str(s) for s in (record['previous']['step'], record['latest']['step']))
+
+
+def test_kill_while_caching_the_teachers_scores_then_rerun(synthetic_jsonl, tmp_path):
+  """A distilled run killed at each point of writing distill_targets.npz: the workdir holds no
+  cache or a complete one, and the same command then gives the uninterrupted run's outcome."""
+  teacher = tmp_path / 'teacher'
+  trainer.train_and_evaluate(tiny_config(synthetic_jsonl, **{'data.max_examples': EXAMPLES}),
+                             str(teacher))
+  extra = {'distill.teacher': str(teacher), 'distill.augment_copies': 1}
+  config = tiny_config(synthetic_jsonl, **{'num_epochs': 2, 'data.max_examples': EXAMPLES,
+                                           **extra})
+  trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  def outcome(workdir):  # Less the time the teacher took to score.
+    out = _outcome(workdir)
+    out['report']['distill'].pop('teacher_score_seconds')
+    return out
+
+  expected = outcome(tmp_path / 'straight')
+  for point, count in DISTILL_FAULTS:
+    workdir = tmp_path / point
+    args = _args(synthetic_jsonl, workdir) + [f'--config.{k}={v}' for k, v in extra.items()]
+    proc = run_module('genre_jax.train', *args, '--config.num_epochs=2', check=False,
+                      env={faults.ENV: f'{point}:{count}'})
+    assert proc.returncode == -signal.SIGKILL, (point, proc.stderr[-2000:])
+    cache = workdir / distill.CACHE_FILE
+    assert cache.exists() == (point == 'distill_written'), point
+    if cache.exists():
+      distill.read_cache(cache)  # Complete, its checksum intact.
+    trainer.train_and_evaluate(config, str(workdir))
+    assert outcome(workdir) == expected, point
+    assert not list(workdir.glob('.*.tmp-*'))
 
 
 def _mount_tmpfs(directory: pathlib.Path, size: str) -> None:
