@@ -171,6 +171,61 @@ def test_random_garbage_never_gets_a_server_error(client):
     assert ('error' in r.json()) == (r.status_code != 200)
 
 
+@pytest.fixture(scope='module')
+def explaining_client(workdir):
+  run = inference.load_run(workdir)
+  app = server.create_app(exporting.in_memory(run, max_batch=8), run=run, limits=LIMITS)
+  with TestClient(app, raise_server_exceptions=False) as c:
+    yield c, run
+
+
+def test_explain_gives_the_attributions_of_explain(explaining_client):
+  from genre_jax import attribution
+  client, run = explaining_client
+  assert client.get('/healthz').json()['explain'] is True
+  texts = ['a haunted house full of ghost screams', 'love and a wedding kiss']
+  r = client.post('/v1/explain', json={'texts': texts, 'genres': ['horror', 'Romance'],
+                                       'steps': 8})
+  assert r.status_code == 200, r.text
+  got = r.json()['explanations']
+  want = attribution.explain(run, texts, genres=['horror', 'Romance'], steps=8)
+  assert [list(e['genres']) for e in got] == [['Horror', 'Romance']] * 2
+  for g, w in zip(got, want):
+    assert g['words'] == w['words'] == g['text'].split()
+    for name in g['genres']:
+      np.testing.assert_allclose(g['genres'][name]['attributions'],
+                                 w['genres'][name]['attributions'], atol=1e-6)
+  r = client.post('/v1/explain', json={'texts': texts[:1]})  # The predicted genres.
+  assert r.status_code == 200 and r.json()['explanations'][0]['genres']
+  r = client.post('/v1/predict', json={'texts': texts})  # Scoring is the export's.
+  np.testing.assert_allclose(
+      [[p['probabilities'][g] for g in run.labels.classes] for p in r.json()['predictions']],
+      run.probs(texts), atol=1e-4)
+
+
+BAD_EXPLAIN = [
+    (b'{"texts": ["a"], "genres": ["Opera"]}', 400, "unknown genre(s) 'Opera'"),
+    (b'{"texts": ["a"], "genres": "Horror"}', 400, 'list of genre names'),
+    (b'{"texts": ["a"], "genres": [1]}', 400, 'list of genre names'),
+    (b'{"texts": ["a"], "steps": 0}', 400, '"steps"'),
+    (b'{"texts": ["a"], "steps": 10000}', 400, '"steps"'),
+    (b'{"texts": ["a"], "steps": "8"}', 400, '"steps"'),
+    (b'{"texts": ["a", "b", "c"]}', 413, 'limit is 2'),
+    (b'{"texts": [""]}', 400, 'texts[0] is empty'),
+    (b'{"texts": ["a"], "top_k": 3}', 400, "unknown field(s) 'top_k'"),
+    (b'{"genres": ["Horror"]}', 400, 'missing field "texts"'),
+    (b'[]', 400, 'JSON object'),
+]
+
+
+@pytest.mark.parametrize('body,status,words', BAD_EXPLAIN)
+def test_bad_explain_requests_get_a_json_error(explaining_client, body, status, words):
+  client, _ = explaining_client
+  r = client.post('/v1/explain', content=body, headers=JSON)
+  assert r.status_code == status, r.text
+  assert words in r.json()['error']
+
+
 # ---- Batching ---------------------------------------------------------------------------------
 
 def _fake_scorer(calls, delay=0.02, fail_on=None):
@@ -312,7 +367,15 @@ def test_load_64_concurrent_clients_get_their_own_answers_without_errors(live, m
   print(f'{len(done)} requests in {seconds:.1f} s ({len(done) / seconds:.0f}/s)')
 
 
-def test_page_shows_the_genres_as_bars_in_chromium(live, model):
+@pytest.fixture(scope='module')
+def live_workdir(workdir):
+  srv = LiveServer('--workdir', workdir, '--max_batch', 8)
+  yield srv
+  srv.stop()
+
+
+def _chromium():
+  """A headless Chromium driven by the system chromedriver, or a skip saying what is missing."""
   chromium = shutil.which('chromium') or shutil.which('chromium-browser')
   driver = shutil.which('chromedriver')
   if not chromium or not driver:
@@ -321,31 +384,49 @@ def test_page_shows_the_genres_as_bars_in_chromium(live, model):
   pytest.importorskip('selenium', reason='selenium is not installed (pip install -e ".[test]")')
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
-  from selenium.webdriver.common.by import By
-  from selenium.webdriver.support.ui import WebDriverWait
   options = webdriver.ChromeOptions()
   options.binary_location = chromium
   for arg in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
               '--no-first-run', '--disable-extensions', '--window-size=1000,900'):
     options.add_argument(arg)
   browser = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+  browser.set_page_load_timeout(60)
+  return browser
+
+
+@pytest.mark.parametrize('which', ['live', 'live_workdir'])
+def test_page_shows_bars_and_highlighted_words_in_chromium(which, request, model):
+  """Types a synopsis into the page and waits for one bar per genre (of the calibrated
+  probability's width) and, from a --workdir server, the words shaded by their attributions."""
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  srv = request.getfixturevalue(which)
+  browser = _chromium()
   try:
-    browser.set_page_load_timeout(60)
-    browser.get(live.url + '/')
-    WebDriverWait(browser, 30).until(lambda b: 'genres' in b.find_element(By.ID, 'model').text)
-    text = SYNOPSES[0]
+    browser.get(srv.url + '/')
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: 'genres' in b.find_element(By.ID, 'model').text)
+    text = 'A haunted house full of ghost screams, blood and a wedding kiss.'
     browser.find_element(By.ID, 'synopsis').send_keys(text)
     browser.find_element(By.ID, 'predict').click()
-    WebDriverWait(browser, 30).until(
-        lambda b: len(b.find_elements(By.CSS_SELECTOR, '#bars .row')) == len(model.labels))
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, '#bars .row')) == len(model.labels))
     rows = browser.find_elements(By.CSS_SELECTOR, '#bars .row')
     probs = dict(zip(model.labels, model.probabilities([text])[0]))
     assert {r.get_attribute('data-genre') for r in rows} == set(model.labels)
     for row in rows:
-      bar = row.find_element(By.CSS_SELECTOR, '.bar')
-      track = row.find_element(By.CSS_SELECTOR, '.track')
-      fraction = bar.size['width'] / track.size['width']
+      fraction = (row.find_element(By.CSS_SELECTOR, '.bar').size['width']
+                  / row.find_element(By.CSS_SELECTOR, '.track').size['width'])
       assert fraction == pytest.approx(probs[row.get_attribute('data-genre')], abs=0.01)
+    if which == 'live_workdir':
+      wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, '#words .word'))
+                 == len(text.split()))
+      words = browser.find_elements(By.CSS_SELECTOR, '#words .word')
+      assert [w.text for w in words] == text.split()
+      assert browser.find_elements(By.CSS_SELECTOR, '#genre-tabs button')
+      assert any('rgba' in w.get_attribute('style') for w in words)
+    else:
+      assert not browser.find_element(By.ID, 'explanation').is_displayed()
+    wait.until(lambda b: b.find_element(By.ID, 'status').text == '')
     assert not browser.find_element(By.ID, 'error').is_displayed()
   finally:
     browser.quit()
