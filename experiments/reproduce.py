@@ -12,9 +12,15 @@ CPU cores). The pretrained-encoder rows (experiments.report.EXTRA_ROWS: minilm_f
 only when named with --rows; --epochs caps num_epochs of the runs started by this call (the value
 used is in each run's config.json, and RESULTS.md shows it).
 
+The distilled rows (experiments.report.DISTILL_ROWS) run only when named with --rows, and need
+the teacher's workdir (`--teacher`, a fine-tuned MiniLM run on the same split); the teacher's
+scores of each seed's transfer set are shared by the rows (`<runs>/distill_cache`).
+
 Run:
   python -m experiments.reproduce [--runs runs/experiments] [--seeds 0 1 2] [--rows cnn lstm]
   python -m experiments.reproduce --rows minilm_frozen minilm --seeds 0 [--epochs 1]
+  python -m experiments.reproduce --rows distill_cnn distill_lstm distill_cnn_lstm \
+      --teacher runs/experiments/minilm/seed0
 """
 
 from __future__ import annotations
@@ -34,12 +40,16 @@ from experiments import report as report_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load_config(path: str, seed: int, num_epochs: int | None = None):
+def _load_config(path: str, seed: int, num_epochs: int | None = None,
+                 distill: dict | None = None):
+  """The row's config with `seed`; `distill`: the teacher and cache_dir of a distilled row."""
   config = configs.load(str(REPO / path))
   config.seed = seed
   config.progress_bar = False
   if num_epochs is not None:
     config.num_epochs = num_epochs
+  if distill is not None:
+    config.distill.update(distill)
   return config
 
 
@@ -93,7 +103,8 @@ def _save_timings(runs: pathlib.Path, timings: dict) -> None:
 
 
 def run_all(runs: pathlib.Path, seeds, rows, with_baselines: bool = True,
-            quiet: bool = False, num_epochs: int | None = None) -> None:
+            quiet: bool = False, num_epochs: int | None = None,
+            teacher: str | None = None) -> None:
   from genre_jax import trainer
   runs.mkdir(parents=True, exist_ok=True)
   machine = report_lib.machine_info()
@@ -119,7 +130,9 @@ def run_all(runs: pathlib.Path, seeds, rows, with_baselines: bool = True,
       t0 = time.time()
       buffer = io.StringIO()
       with contextlib.redirect_stdout(buffer) if quiet else contextlib.nullcontext():
-        report = trainer.train_and_evaluate(_load_config(config_path, seed, num_epochs),
+        distill = (None if 'distill' not in row else
+                   {'teacher': teacher, 'cache_dir': str(runs / 'distill_cache')})
+        report = trainer.train_and_evaluate(_load_config(config_path, seed, num_epochs, distill),
                                             str(workdir))
       timings['runs'][f'{row}/seed{seed}'] = round(time.time() - t0, 1)
       _save_timings(runs, timings)
@@ -167,8 +180,12 @@ def main(argv=None):
   parser.add_argument('--epochs', type=int, default=None,
                       help='override num_epochs of the runs started now (recorded in config.json)')
   parser.add_argument('--skip-baselines', action='store_true')
+  parser.add_argument('--teacher', default=None, metavar='WORKDIR',
+                      help='the teacher of the distill_* rows (the fine-tuned MiniLM\'s workdir)')
   parser.add_argument('--quiet', action='store_true', help='hide per-epoch training output')
   args = parser.parse_args(argv)
+  if any('distill' in r for r in args.rows or ()) and not args.teacher:
+    parser.error('the distill_* rows need --teacher WORKDIR')
   import matplotlib
   matplotlib.use('Agg')
   from genre_jax import host, inference
@@ -176,7 +193,8 @@ def main(argv=None):
   inference.enable_compilation_cache()
   runs = pathlib.Path(args.runs)
   t0 = time.time()
-  run_all(runs, args.seeds, args.rows, not args.skip_baselines, args.quiet, args.epochs)
+  teacher = str(pathlib.Path(args.teacher).absolute()) if args.teacher else None
+  run_all(runs, args.seeds, args.rows, not args.skip_baselines, args.quiet, args.epochs, teacher)
   dump_all_predictions(runs)
   summary = report_lib.write_results(runs, REPO / 'experiments')
   print(f'reproduction finished in {(time.time() - t0) / 60:.1f} min; wrote experiments/RESULTS.md '

@@ -23,6 +23,16 @@ dropout, batch size, moving average, layer-wise learning-rate decay) around conf
 hand; its confirmed winner (trial 0) sets configs/minilm.py's learning rate and epochs (about
 35 minutes per trial and seed on 2 CPU cores; a few minutes on a GPU).
 
+`--arch distill_cnn` (`distill_lstm`, `distill_cnn_lstm`) searches the distillation of a
+teacher (`--teacher WORKDIR`, the fine-tuned MiniLM) into the tuned CNN (LSTM, CNN->LSTM): each
+trial is configs/cnn.py (lstm.py, cnn_lstm.py) with the trial's settings (the loss's alpha and
+temperature, the transfer set's size and whether its copies keep hard labels, word or WordPiece
+input, a pretrained embedding table, the learning rate and epochs); the teacher's scores of each
+transfer set are computed once and shared by the trials (`--workroot`/distill_cache). The teacher
+is trained on the same split, so no validation or test synopsis reaches a trial through it; each
+record names it (`teacher`). The winners are configs/distill_*.py, which take the teacher from
+`--config.distill.teacher`.
+
 `--retrain TRIAL ... --seeds ...` retrains recorded trials with their stored settings and prints
 the new validation micro-F1 next to the recorded one, without changing the results file.
 
@@ -33,6 +43,7 @@ confirmed is in each record's `confirm`; see experiments/RESULTS.md):
   python -m experiments.search --arch cnn_lstm --trials 25 --confirm 5
   python -m experiments.search --arch minilm --trials 5 --confirm 1
   python -m experiments.search --arch cnn_lstm --retrain 22 --seeds 0 1 2
+  python -m experiments.search --arch distill_cnn --trials 8 --teacher /path/to/minilm
 """
 
 from __future__ import annotations
@@ -62,9 +73,17 @@ FIXED = {
     'cnn_lstm': {'model.name': 'cnn_lstm', 'model.bidirectional': True, 'model.lstm_layers': 1},
     # configs/minilm.py holds the fine-tuning protocol (warm-up, clipping, no early stopping).
     'minilm': {'seed': 0, 'progress_bar': False},
+    # The tuned configs hold the rest; the teacher comes from --teacher (`DISTILL`).
+    'distill_cnn': {'seed': 0, 'progress_bar': False},
+    'distill_lstm': {'seed': 0, 'progress_bar': False},
+    'distill_cnn_lstm': {'seed': 0, 'progress_bar': False},
 }
-ARCHS = ('cnn', 'lstm', 'cnn_lstm', 'minilm')
-BASE_CONFIG = {'minilm': 'minilm.py'}  # Otherwise configs/default.py with FIXED['common'].
+ARCHS = ('cnn', 'lstm', 'cnn_lstm', 'minilm', 'distill_cnn', 'distill_lstm', 'distill_cnn_lstm')
+# Otherwise configs/default.py with FIXED['common'].
+BASE_CONFIG = {'minilm': 'minilm.py', 'distill_cnn': 'cnn.py', 'distill_lstm': 'lstm.py',
+               'distill_cnn_lstm': 'cnn_lstm.py'}
+# The teacher of the distill_* trials and the directory sharing its scores (main's --teacher).
+DISTILL = {'teacher': None, 'cache_dir': None}
 
 # Hand-picked first trials per architecture (a small documented grid: a small fast model, a
 # wider one, and for the CNN a fastText-like unigram/bigram model with average pooling); TPE
@@ -204,6 +223,23 @@ START['minilm'] += [{'learning_rate': 1e-4, 'num_epochs': 4, 'batch_size': 32,
 # peak; batches of 16 at trial 0's learning rate: twice the updates, and noisier ones.
 START['minilm'] += [{'learning_rate': 1e-4, 'num_epochs': 4, 'batch_size': 16,
                      'model.dropout': 0.1, 'ema_decay': 0.0, 'layer_decay': 1.0}]
+
+# Distillation trials 0-3 of each architecture: its tuned config (learning rate, epochs, word
+# input) with the teacher's soft targets (alpha 0.5, temperature 1), then one change at a time: a
+# transfer set of 4 perturbed copies per synopsis (the rates of configs/default.py), the copies
+# without hard labels (alpha 0 for them), and WordPiece input with the encoder's embedding table
+# (trained; projected to embed_dim).
+_TUNED = {'distill_cnn': {'learning_rate': 5e-3, 'num_epochs': 4},
+          'distill_lstm': {'learning_rate': 5e-3, 'num_epochs': 5},
+          'distill_cnn_lstm': {'learning_rate': 3e-3, 'num_epochs': 8}}
+_WORDPIECE = {'data.tokenizer': 'wordpiece', 'model.embed_init': 'pretrained',
+              'model.embed_trainable': True}
+for _arch, _tuned in _TUNED.items():
+  _soft = {**_tuned, 'data.tokenizer': 'word', 'distill.alpha': 0.5, 'distill.temperature': 1.0,
+           'distill.augment_copies': 0, 'distill.copy_hard_labels': True}
+  _transfer = {**_soft, 'distill.augment_copies': 4}
+  START[_arch] = [_soft, _transfer, {**_transfer, 'distill.copy_hard_labels': False},
+                  {**_transfer, **_WORDPIECE}]
 CONFIRM_SEEDS = (1, 2)
 
 
@@ -213,8 +249,28 @@ def _pending_starts(arch: str, done: list[dict]) -> list[dict[str, Any]]:
           if not any(all(r['params'].get(k) == v for k, v in params.items()) for r in done)]
 
 
+def distill_space(trial) -> dict[str, Any]:
+  """The searched values of a distillation trial (config path -> value)."""
+  p = {
+      'distill.alpha': trial.suggest_float('distill.alpha', 0.0, 0.6, step=0.1),
+      'distill.temperature': trial.suggest_categorical('distill.temperature', [1.0, 2.0]),
+      'distill.augment_copies': trial.suggest_categorical('distill.augment_copies', [0, 4, 8]),
+      'distill.copy_hard_labels': trial.suggest_categorical('distill.copy_hard_labels',
+                                                            [True, False]),
+      'learning_rate': trial.suggest_float('learning_rate', 1e-3, 1e-2, log=True),
+      'num_epochs': trial.suggest_categorical('num_epochs', [2, 3, 4, 6]),
+      'data.tokenizer': trial.suggest_categorical('data.tokenizer', ['word', 'wordpiece']),
+  }
+  if p['data.tokenizer'] == 'wordpiece':
+    p['model.embed_init'] = trial.suggest_categorical('model.embed_init', ['random', 'pretrained'])
+    p['model.embed_trainable'] = trial.suggest_categorical('model.embed_trainable', [True, False])
+  return p
+
+
 def space(trial, arch: str) -> dict[str, Any]:
   """The searched values for one trial (config path -> value)."""
+  if arch.startswith('distill_'):
+    return distill_space(trial)
   if arch == 'minilm':
     return {
         'learning_rate': trial.suggest_float('learning_rate', 2e-5, 2e-4, log=True),
@@ -264,6 +320,8 @@ def make_config(arch: str, params: dict[str, Any]):
   if 'model.conv_kernel_sizes' in values:
     values['model.conv_kernel_sizes'] = tuple(
         int(k) for k in str(values['model.conv_kernel_sizes']).split(','))
+  if arch.startswith('distill_'):  # The teacher, when given (the trials', not the configs').
+    values.update({f'distill.{k}': v for k, v in DISTILL.items() if v is not None})
   config.update_from_flattened_dict(values)
   return config
 
@@ -305,6 +363,9 @@ def run_trial(arch: str, params: dict[str, Any], workdir: pathlib.Path) -> dict[
       'history': [{k: row[k] for k in ('epoch', 'train_loss', 'val_loss', 'val_micro_f1')}
                   for row in history],
   }
+  if 'distill' in report:  # The teacher, its training time and the scoring of the transfer set.
+    record['teacher'] = {k: report['distill'][k] for k in (
+        'teacher', 'teacher_train_seconds', 'teacher_score_seconds', 'rows')}
   del report  # Holds test metrics: never looked at during the search.
   return record
 
@@ -437,9 +498,17 @@ def main(argv=None):
   parser.add_argument('--seeds', type=int, nargs='+', default=[0],
                       help='training seeds for --retrain')
   parser.add_argument('--workroot', default='runs/search')
+  parser.add_argument('--teacher', default=None, metavar='WORKDIR',
+                      help='the teacher of the distill_* architectures (a trained run or '
+                      'ensemble on the same split, e.g. the fine-tuned MiniLM)')
   args = parser.parse_args(argv)
   if args.retrain and len(args.arch) != 1:
     parser.error('--retrain takes exactly one --arch')
+  if any(a.startswith('distill_') for a in args.arch):
+    if not args.teacher:
+      parser.error('the distill_* architectures need --teacher WORKDIR')
+    DISTILL.update(teacher=str(pathlib.Path(args.teacher).absolute()),
+                   cache_dir=str(pathlib.Path(args.workroot).absolute() / 'distill_cache'))
   from genre_jax import host, inference
   host.keep_freed_memory()  # Before the first large allocation (see host.py).
   inference.enable_compilation_cache()

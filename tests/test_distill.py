@@ -322,3 +322,24 @@ def test_distilling_through_the_command_line(synthetic_jsonl, teacher, tmp_path)
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
   assert proc.stderr.count('\n') == 1 and 'another split' in proc.stderr
   assert not refused.exists()
+
+
+# ---- The search -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('arch', ['distill_cnn', 'distill_lstm', 'distill_cnn_lstm'])
+def test_distillation_search_trials_are_valid_configs(arch, monkeypatch, teacher):
+  """The hand-picked trials start from the tuned config with only distillation added; a trial
+  sampled from the space is a valid config; the teacher comes from --teacher, not the trial."""
+  import configs
+  from experiments import search
+  monkeypatch.setitem(search.DISTILL, 'teacher', str(teacher))
+  tuned = configs.load(arch.removeprefix('distill_')).to_dict()
+  first = search.make_config(arch, search.START[arch][0]).to_dict()
+  assert {k for k in first if first[k] != tuned[k]} == {'distill', 'progress_bar'}
+  assert first['distill']['teacher'] == str(teacher)
+  optuna = pytest.importorskip('optuna')
+  for seed in range(3):
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+    params = search.space(trial, arch)
+    assert not any('teacher' in k for k in params)
+    run_config.check_config(search.make_config(arch, params))
