@@ -42,8 +42,8 @@ KNOWN_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 MIN_WIDTH = 16  # The narrowest padded width; the others double up to max_length.
 # Checked after writing: the export gives the run's own probabilities on these texts.
 PROBE_TEXTS = ('A retired hitman is pulled back for one last job.',
-               'Two strangers fall in love in Paris; ÉTÉ, naïve café — “quoted” ﬁnale!', '', '?!',
-               'A ghost haunts an old house. ' * 60)
+               'Two strangers fall in love in Paris; ÉTÉ, naïve café — “quoted” ﬁnale!',
+               '', '?!', 'A ghost haunts an old house. ' * 60)
 TOLERANCE = 1e-5
 
 

@@ -104,7 +104,7 @@ def main(argv):
   app = server.create_app(model, run=run, limits=limits, max_wait_s=FLAGS.max_wait_ms / 1000,
                           on_ready=lambda: print(f'ready: {url}', flush=True))
   config = uvicorn.Config(app, log_level='warning', access_log=False, lifespan='on',
-                          h11_max_incomplete_event_size=16 * 1024)
+                          proxy_headers=False, server_header=False, date_header=False)
   uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -247,6 +247,67 @@ def prediction_records(model, texts: list[str], probs: np.ndarray,
   return out
 
 
+class Api:
+  """The routes' handlers over one model (and run, for explanations), its batcher and limits."""
+
+  def __init__(self, model, run, limits: Limits, max_wait_s: float,
+               on_ready: Callable[[], None] | None):
+    self.model, self.run, self.limits, self.on_ready = model, run, limits, on_ready
+    self.batcher = Batcher(model.probabilities, model.max_batch, max_wait_s,
+                           limits.max_queued_texts)
+    self.explain_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='explain')
+
+  @contextlib.asynccontextmanager
+  async def lifespan(self, app):
+    await self.batcher.start()
+    if self.on_ready is not None:
+      self.on_ready()
+    try:
+      yield
+    finally:
+      await self.batcher.stop()
+      self.explain_pool.shutdown(wait=False, cancel_futures=True)
+
+  async def predict(self, request: Request) -> JSONResponse:
+    payload = await read_json(request, self.limits)
+    check_fields(payload, ('texts', 'top_k'))
+    texts = check_texts(payload, self.limits.max_texts, self.limits.max_chars)
+    top_k = check_int(payload, 'top_k', 1, len(self.model.labels)) or 5
+    probs = await self.batcher.score(texts)
+    return JSONResponse({'labels': self.model.labels,
+                         'predictions': prediction_records(self.model, texts, probs, top_k)})
+
+  async def explain(self, request: Request) -> JSONResponse:
+    if self.run is None:
+      raise ApiError(501, 'explanations need the model\'s gradients, which an export does not '
+                          'hold: start the server with --workdir to get them.')
+    payload = await read_json(request, self.limits)
+    check_fields(payload, ('texts', 'genres', 'steps'))
+    texts = check_texts(payload, self.limits.max_explain_texts, self.limits.max_chars)
+    genres = check_genres(payload.get('genres'), self.model.labels)
+    steps = check_int(payload, 'steps', 1, 256)
+    from genre_jax import attribution
+    try:
+      out = await asyncio.get_running_loop().run_in_executor(
+          self.explain_pool,
+          lambda: attribution.explain(self.run, texts, genres=genres, steps=steps))
+    except GenreJaxError as e:
+      raise ApiError(400, str(e)) from None
+    return JSONResponse({'labels': self.model.labels, 'explanations': out})
+
+  async def healthz(self, request: Request) -> JSONResponse:
+    model = self.model
+    return JSONResponse({
+        'status': 'ok', 'kind': model.manifest['kind'], 'labels': model.labels,
+        'models': [m.spec['model'] for m in model.members],
+        'source_workdir': model.manifest['source_workdir'], 'explain': self.run is not None,
+        'calibration': model.calibration.method, 'max_batch': model.max_batch,
+        'limits': dataclasses.asdict(self.limits)})
+
+  async def page(self, request: Request) -> FileResponse:
+    return FileResponse(STATIC / 'index.html')
+
+
 def create_app(model, *, run=None, limits: Limits = Limits(), max_wait_s: float = 0.002,
                on_ready: Callable[[], None] | None = None) -> Starlette:
   """The Starlette application serving `model` (a `serving.Model`).
@@ -255,66 +316,16 @@ def create_app(model, *, run=None, limits: Limits = Limits(), max_wait_s: float 
     model: scores texts (`probabilities`) and knows the labels and thresholds.
     run: the loaded run or ensemble (`inference.load_run`) for /v1/explain, or None.
     limits: what one request may ask for.
-    max_wait_s: how long a free worker waits to fill a batch.
+    max_wait_s: how long a free worker waits to fill a batch while requests arrive together.
     on_ready: called once the batcher runs (the server then accepts requests).
   """
-  batcher = Batcher(model.probabilities, model.max_batch, max_wait_s, limits.max_queued_texts)
-  explain_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='explain')
-
-  @contextlib.asynccontextmanager
-  async def lifespan(app):
-    await batcher.start()
-    if on_ready is not None:
-      on_ready()
-    try:
-      yield
-    finally:
-      await batcher.stop()
-      explain_pool.shutdown(wait=False, cancel_futures=True)
-
-  async def predict(request: Request) -> JSONResponse:
-    payload = await read_json(request, limits)
-    check_fields(payload, ('texts', 'top_k'))
-    texts = check_texts(payload, limits.max_texts, limits.max_chars)
-    top_k = check_int(payload, 'top_k', 1, len(model.labels)) or 5
-    probs = await batcher.score(texts)
-    return JSONResponse({'labels': model.labels,
-                         'predictions': prediction_records(model, texts, probs, top_k)})
-
-  async def explain(request: Request) -> JSONResponse:
-    if run is None:
-      raise ApiError(501, 'explanations need the model\'s gradients, which an export does not '
-                          'hold: start the server with --workdir to get them.')
-    payload = await read_json(request, limits)
-    check_fields(payload, ('texts', 'genres', 'steps'))
-    texts = check_texts(payload, limits.max_explain_texts, limits.max_chars)
-    genres = check_genres(payload.get('genres'), model.labels)
-    steps = check_int(payload, 'steps', 1, 256)
-    from genre_jax import attribution
-    try:
-      out = await asyncio.get_running_loop().run_in_executor(
-          explain_pool, lambda: attribution.explain(run, texts, genres=genres, steps=steps))
-    except GenreJaxError as e:
-      raise ApiError(400, str(e)) from None
-    return JSONResponse({'labels': model.labels, 'explanations': out})
-
-  async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({
-        'status': 'ok', 'kind': model.manifest['kind'], 'labels': model.labels,
-        'models': [m.spec['model'] for m in model.members],
-        'source_workdir': model.manifest['source_workdir'], 'explain': run is not None,
-        'calibration': model.calibration.method, 'max_batch': model.max_batch,
-        'limits': dataclasses.asdict(limits)})
-
-  async def page(request: Request) -> FileResponse:
-    return FileResponse(STATIC / 'index.html')
-
-  routes = [Route('/', page), Route('/healthz', healthz),
-            Route('/v1/predict', predict, methods=['POST']),
-            Route('/v1/explain', explain, methods=['POST']),
+  api = Api(model, run, limits, max_wait_s, on_ready)
+  routes = [Route('/', api.page), Route('/healthz', api.healthz),
+            Route('/v1/predict', api.predict, methods=['POST']),
+            Route('/v1/explain', api.explain, methods=['POST']),
             Mount('/static', StaticFiles(directory=STATIC), name='static')]
   handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _server_error}
-  return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+  return Starlette(routes=routes, exception_handlers=handlers, lifespan=api.lifespan)
 
 
 def check_genres(value, labels: list[str]) -> list[str] | None:

@@ -28,6 +28,7 @@ sizes (powers of two up to `max_batch`), so that `warm_up` compiles every shape 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -137,11 +138,12 @@ class Member:
     return np.asarray(self._score(self.params, batch, padded_lengths))[:m]
 
   def warm_up(self) -> int:
-    """Compiles the scorer for every (batch size, width) it will be called with; returns how many."""
+    """Compiles the scorer for every (batch size, width) it will be called with; returns how
+    many shapes that is."""
     for width in self.widths:
       for size in self.batch_sizes:
-        jax.block_until_ready(self._score(self.params, np.full((size, width), self.pad_id, np.int32),
-                                          np.ones(size, np.int32)))
+        tokens = np.full((size, width), self.pad_id, np.int32)
+        jax.block_until_ready(self._score(self.params, tokens, np.ones(size, np.int32)))
     return len(self.widths) * len(self.batch_sizes)
 
 
@@ -159,12 +161,12 @@ class Model:
   def thresholds(self) -> dict[str, Any]:
     return self.manifest['thresholds']
 
-  @property
+  @functools.cached_property
   def threshold(self) -> float | np.ndarray:
     """The tuned threshold(s) in use: per-genre [G] when tuned, else the global float."""
     return records.threshold_in_use(self.thresholds)
 
-  @property
+  @functools.cached_property
   def calibration(self) -> calibration_lib.Calibration:
     """The calibration of the final probabilities (a run's: inside its scorer; an ensemble's:
     applied by `probabilities` to the logit of the combined members)."""

@@ -26,13 +26,14 @@ TEXTS = ['a haunted house full of ghost screams and blood', 'love and a wedding 
          'funny prank ' * 30, 'The space ships! A dark night in the old town, crew lost.']
 # Texts on which a hand-made tokenizer could part from the run's: Unicode normalisation and case,
 # punctuation of every kind, control characters, truncation.
-TRICKY = ['', ' ', '\t\n\r', '?!...', 'Hello, World!', "don't won't y'all", 'e-mail re-entry',
-          'ﬁnale ﬂight', 'ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ', 'Café naïve résumé', 'CAFÉ NAÏVE',
-          'İstanbul ıi', 'STRASSE straße ß', 'ΣΊΣΥΦΟΣ σίσυφος', '東京 に 行く', 'emoji 🎬🍿 movie',
-          'zero\u200bwidth', 'a\u00a0b\u2003c', 'tab\tnew\nline', 'nul\x00byte\x7fdel', '1,000,000 $5',
-          'x²³ ½ ⅓', '“quoted” ‘single’ «guillemets»', 'under_score snake_case', 'ÅNGSTRÖM Å Å',
-          'spaceship ' * 40, 'A ghost haunts an old house.' * 10, 'Ελληνικά ΑΒΓ', 'ǅungla ǆ',
-          'ｶﾀｶﾅ カタカナ', 'x\u0301 combining', '\u2028line\u2029sep', 'the THE The tHe']
+TRICKY = [
+    '', ' ', '\t\n\r', '?!...', 'Hello, World!', "don't won't y'all", 'e-mail re-entry',
+    'ﬁnale ﬂight', 'ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ', 'Café naïve résumé', 'CAFÉ NAÏVE', 'İstanbul ıi',
+    'STRASSE straße ß', 'ΣΊΣΥΦΟΣ σίσυφος', '東京 に 行く', 'emoji 🎬🍿 movie', 'zero\u200bwidth',
+    'a\u00a0b\u2003c', 'tab\tnew\nline', 'nul\x00byte\x7fdel', '1,000,000 $5', 'x²³ ½ ⅓',
+    '“quoted” ‘single’ «guillemets»', 'under_score snake_case', 'ÅNGSTRÖM Å Å',
+    'spaceship ' * 40, 'A ghost haunts an old house.' * 10, 'Ελληνικά ΑΒΓ', 'ǅungla ǆ',
+    'ｶﾀｶﾅ カタカナ', 'x\u0301 combining', '\u2028line\u2029sep', 'the THE The tHe']
 
 
 @pytest.fixture(scope='module')
@@ -173,8 +174,9 @@ def test_serving_needs_neither_flax_nor_model_code(exports, workdirs):
       "out = {p: serving.load(p).probabilities(json.loads(sys.argv[1])).tolist()"
       " for p in sys.argv[2:]}\n"
       "banned = [m for m, v in sys.modules.items() if v is not None and ("
-      "m.split('.')[0] in ('flax', 'optax', 'orbax') or m in ('genre_jax.models', 'genre_jax.inference', 'genre_jax.pretrained',"
-      " 'genre_jax.layers', 'genre_jax.exporting'))]\n"
+      "m.split('.')[0] in ('flax', 'optax', 'orbax') or m in ('genre_jax.models',"
+      " 'genre_jax.inference', 'genre_jax.pretrained', 'genre_jax.layers',"
+      " 'genre_jax.exporting'))]\n"
       "print(json.dumps({'probs': out, 'banned': banned}))\n")
   names = ['ensemble', 'pretrained']
   proc = subprocess.run([sys.executable, '-c', script, json.dumps(TEXTS),
