@@ -109,6 +109,7 @@ class Member:
     self.batch_sizes = batch_sizes(max_batch)
     self.params = jax.device_put(params)
     self._score = jax.jit(scorer.call)
+    self._executables = {}  # (batch size, width) -> compiled scorer.
 
   def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return self.encoder.encode(texts)
@@ -135,16 +136,24 @@ class Member:
     batch[:m] = tokens[:, :width]
     padded_lengths = np.ones(size, np.int32)
     padded_lengths[:m] = lengths
-    return np.asarray(self._score(self.params, batch, padded_lengths))[:m]
+    return np.asarray(self._executable(size, width)(self.params, batch, padded_lengths))[:m]
+
+  def _executable(self, size: int, width: int):
+    """The scorer compiled for tokens [size, width] (from the compilation cache if it is there)."""
+    key = (size, width)
+    if key not in self._executables:
+      self._executables[key] = self._score.lower(
+          self.params, jax.ShapeDtypeStruct((size, width), np.int32),
+          jax.ShapeDtypeStruct((size,), np.int32)).compile()
+    return self._executables[key]
 
   def warm_up(self) -> int:
-    """Compiles the scorer for every (batch size, width) it will be called with; returns how
-    many shapes that is."""
+    """Compiles the scorer for every (batch size, width) it will be called with, without running
+    it; returns how many shapes that is."""
     for width in self.widths:
       for size in self.batch_sizes:
-        tokens = np.full((size, width), self.pad_id, np.int32)
-        jax.block_until_ready(self._score(self.params, tokens, np.ones(size, np.int32)))
-    return len(self.widths) * len(self.batch_sizes)
+        self._executable(size, width)
+    return len(self._executables)
 
 
 @dataclasses.dataclass
