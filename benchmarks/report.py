@@ -426,6 +426,58 @@ def results_file(backend):
   return 'results.json' if backend == 'cpu' else f'results_{backend}.json'
 
 
+def serve_section(r) -> str:
+  """The HTTP server (`python -m benchmarks.serve`, benchmarks/serve_results.json)."""
+  m, t = r.get('machine', {}), r['targets']
+  verdict = lambda ok: 'met' if ok else '**not met**'
+  lines = [
+      '## Serving', '',
+      f'Command: `{r["command"]}` ({r["date"]}; {m.get("cpu_model", "this machine")}, '
+      f'{m.get("usable_cpus", "?")} cores, {m.get("memory_bytes", 0) / 2**30:.0f} GiB; load '
+      f'generator {m.get("wrk", "wrk")} on the same cores). Each model exported '
+      '(`python -m genre_jax.export --platforms=cpu`) and served by `python -m genre_jax.serve '
+      '--export` on 127.0.0.1; every request is one synopsis of the test split. Latency: one '
+      f'client, one request at a time; throughput: {r["clients"]} concurrent clients; '
+      f'{r["duration_seconds"]:.0f} s each. Ready: from launching the server to its first '
+      'answer of GET /healthz (every batch shape compiled or read from the cache).', '',
+      '| model | one client: p50 / p90 / p99 ms | 64 clients: synopses/s | 64 clients: p50 / p99 '
+      'ms | errors | ready, warm cache, s | first start, empty cache, s | load average |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|']
+  for row in r['models']:
+    lat, thr, start = row['latency'], row['throughput'], row['start']
+    lines.append(
+        f'| {row["name"]} ({row["model"]}) | {lat["p50_ms"]:.1f} / {lat["p90_ms"]:.1f} / '
+        f'{lat["p99_ms"]:.1f} | {thr["synopses_per_second"]:,.0f} | {thr["p50_ms"]:.1f} / '
+        f'{thr["p99_ms"]:.1f} | {lat["errors"] + thr["errors"]} | '
+        f'{start["warm_cache"]["median_healthz_seconds"]:.1f} | '
+        f'{start["empty_cache"]["healthz_seconds"]:.1f} | '
+        f'{lat["load_average"]:.2f}, {thr["load_average"]:.2f} |')
+  lines.append('')
+  by_name = {row['name']: row for row in r['models']}
+  if 'cnn' in by_name:
+    c = by_name['cnn']
+    lines += [f'- CNN p50 ≤ {t["cnn_p50_ms"]:.0f} ms for one synopsis: '
+              f'{verdict(c["latency"]["p50_ms"] <= t["cnn_p50_ms"])} '
+              f'({c["latency"]["p50_ms"]:.1f} ms).',
+              f'- CNN ≥ {t["cnn_synopses_per_second"]:,.0f} synopses/s under {r["clients"]} '
+              'clients: '
+              f'{verdict(c["throughput"]["synopses_per_second"] >= t["cnn_synopses_per_second"])}'
+              f' ({c["throughput"]["synopses_per_second"]:,.0f}).']
+  if 'minilm' in by_name:
+    b = by_name['minilm']
+    lines.append(f'- MiniLM p50 ≤ {t["minilm_p50_ms"]:.0f} ms: '
+                 f'{verdict(b["latency"]["p50_ms"] <= t["minilm_p50_ms"])} '
+                 f'({b["latency"]["p50_ms"]:.1f} ms).')
+  errors = sum(row['latency']['errors'] + row['throughput']['errors'] for row in r['models'])
+  lines.append(f'- Zero errors: {verdict(errors == t["errors"])} ({errors}).')
+  ready = [(row['name'], row['start']['warm_cache']['median_healthz_seconds'])
+           for row in r['models']]
+  lines.append(f'- Ready ≤ {t["ready_seconds_warm_cache"]:.0f} s after start with a warm cache: '
+               + '; '.join(f'{name} {verdict(s <= t["ready_seconds_warm_cache"])} ({s:.1f} s)'
+                           for name, s in ready) + '.')
+  return '\n'.join(lines + ['']) + '\n'
+
+
 def scale_section(r) -> str:
   """The data-layer scaling run (`python -m benchmarks.scale`, benchmarks/scale_results.json)."""
   from benchmarks import scale
@@ -463,9 +515,12 @@ def document(repo: pathlib.Path) -> str:
   cpu = repo / 'benchmarks' / 'results.json'
   gpu = repo / 'benchmarks' / 'results_gpu.json'
   scaled = repo / 'benchmarks' / 'scale_results.json'
+  served = repo / 'benchmarks' / 'serve_results.json'
   parts = [markdown(json.loads(cpu.read_text()))] if cpu.exists() else []
   if scaled.exists():
     parts.append(scale_section(json.loads(scaled.read_text())))
+  if served.exists():
+    parts.append(serve_section(json.loads(served.read_text())))
   if gpu.exists():
     r = json.loads(gpu.read_text())
     names = ', '.join(g.split(',')[0] for g in r['machine'].get('gpus', [])) or 'GPU'
