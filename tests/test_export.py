@@ -206,25 +206,29 @@ def test_export_command_matches_predict_json(workdirs, tmp_path):
     np.testing.assert_allclose(list(g['top'].values()), list(w['top'].values()), atol=1.5e-4)
 
 
-def test_export_command_refuses_bad_paths_with_one_line(workdirs, tmp_path):
+def test_export_refuses_bad_paths_and_platforms(workdirs, tmp_path):
   a_file = tmp_path / 'file'
   a_file.write_text('x')
   other = tmp_path / 'other'
   other.mkdir()
   (other / 'notes.txt').write_text('keep me')
-  cases = [(['--workdir', workdirs['cnn'], '--out', a_file], 'is a file'),
-           (['--workdir', workdirs['cnn'], '--out', other], 'holds no export'),
+  run = inference.load_run(workdirs['cnn'])
+  for out, words in ((a_file, 'is a file'), (other, 'holds no export')):
+    with pytest.raises(GenreJaxError, match=words):
+      exporting.write(run, out, platforms=('cpu',))
+  with pytest.raises(GenreJaxError, match='quantum'):
+    exporting.write(run, tmp_path / 'y', platforms=('cpu', 'quantum'))
+  assert a_file.read_text() == 'x' and [p.name for p in other.iterdir()] == ['notes.txt']
+  assert not (tmp_path / 'y').exists()
+  cases = [(['--workdir', workdirs['cnn'], '--out', other], 'holds no export'),
            (['--workdir', tmp_path / 'missing', '--out', tmp_path / 'x'], 'missing'),
-           (['--workdir', workdirs['cnn']], 'out'),
-           (['--workdir', workdirs['cnn'], '--out', tmp_path / 'y', '--platforms=cpu,quantum'],
-            'quantum')]
-  for args, words in cases:
+           (['--workdir', workdirs['cnn']], 'out')]
+  for args, words in cases:  # The command: one line, status 2.
     proc = run_module('genre_jax.export', *args, check=False)
     assert proc.returncode == 2, (args, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error:') and words in lines[0], proc.stderr
-  assert a_file.read_text() == 'x' and [p.name for p in other.iterdir()] == ['notes.txt']
-  assert not (tmp_path / 'x').exists() and not (tmp_path / 'y').exists()
+  assert not (tmp_path / 'x').exists()
 
 
 def test_export_replaces_an_export_and_writes_nothing_on_failure(workdirs, tmp_path,
