@@ -59,18 +59,34 @@ ENSEMBLES = (
      'CNN→LSTM + fine-tuned MiniLM', ('lstm', 'cnn', 'cnn_lstm', 'minilm'), 'tuned'),
 )
 ENSEMBLE_ROWS = tuple((name, label, None) for name, label, _, _ in ENSEMBLES)
-# Not part of the default reproduction: the pretrained rows and the ensembles that use them.
-OPTIONAL = frozenset({r for r, _, _ in EXTRA_ROWS} | {
+# Students of a teacher (config.distill): the tuned architectures distilled from the fine-tuned
+# MiniLM. Not in the default reproduction; they need the teacher's workdir:
+# `python -m experiments.reproduce --rows distill_cnn distill_lstm distill_cnn_lstm --teacher DIR`.
+DISTILL_ROWS = (
+    ('distill_cnn', 'Distilled CNN (MiniLM teacher)', 'configs/distill_cnn.py'),
+    ('distill_lstm', 'Distilled LSTM (MiniLM teacher)', 'configs/distill_lstm.py'),
+    ('distill_cnn_lstm', 'Distilled CNN→LSTM (MiniLM teacher)', 'configs/distill_cnn_lstm.py'),
+)
+# Not part of the default reproduction: the pretrained rows, the ensembles that use them and the
+# distilled rows.
+OPTIONAL = frozenset({r for r, _, _ in EXTRA_ROWS + DISTILL_ROWS} | {
     name for name, _, members, _ in ENSEMBLES if set(members) & {r for r, _, _ in EXTRA_ROWS}})
-TRAINED_ROWS = ROWS + EXTRA_ROWS  # Rows trained from a config file.
+TRAINED_ROWS = ROWS + EXTRA_ROWS + DISTILL_ROWS  # Rows trained from a config file.
 ALL_ROWS = TRAINED_ROWS + ENSEMBLE_ROWS
 FROM_SCRATCH = tuple(r for r, _, _ in ROWS)
 TUNED = ('lstm', 'cnn', 'cnn_lstm')
 METRICS = (('micro_f1', 'micro-F1'), ('macro_f1', 'macro-F1'), ('samples_f1', 'samples-F1'),
            ('micro_precision', 'micro-P'), ('micro_recall', 'micro-R'),
            ('hamming_loss', 'Hamming'), ('map', 'mAP'), ('loss', 'test loss'))
+# Calibration (temperature scaling fitted on validation): test figures of the probabilities as
+# served; the table shows the uncalibrated macro-ECE beside the calibrated one.
+CALIBRATION = (('ece', 'ECE'), ('macro_ece', 'macro-ECE'), ('brier', 'Brier'), ('nll', 'NLL'))
 TARGET_MICRO_F1 = 0.58
 TARGET_MINILM_MICRO_F1 = 0.65  # Test micro-F1, mean of 3 seeds, of the fine-tuned MiniLM.
+# Distillation targets (test, mean of 3 seeds): the distilled CNN's micro- and macro-F1, and how
+# close the best distilled model (chosen on validation) comes to its teacher.
+TARGET_DISTILL_CNN = {'micro_f1': 0.62, 'macro_f1': 0.50}
+TARGET_DISTILL_GAP = 0.01
 
 
 def _read_json(path: pathlib.Path):
@@ -115,7 +131,14 @@ def aggregate(reports: dict[int, dict]) -> dict[str, Any]:
   out = {'seeds': sorted(reports)}
   for part in ('test', 'test_at_0.5', 'validation'):
     out[part] = {k: mean_std([r[part][k] for r in reports.values()])
-                 for k, _ in METRICS if all(k in r.get(part, {}) for r in reports.values())}
+                 for k, _ in METRICS + CALIBRATION if all(k in r.get(part, {})
+                                                          for r in reports.values())}
+  uncalibrated = [r['test'].get('uncalibrated') for r in reports.values()]
+  out['test_uncalibrated'] = None if None in uncalibrated else {
+      k: mean_std([u[k] for u in uncalibrated]) for k, _ in CALIBRATION}
+  temperatures = [r.get('calibration', {}).get('temperature') for r in reports.values()]
+  out['temperature'] = (mean_std(temperatures) if all(isinstance(t, float) for t in temperatures)
+                        else None)
   seconds = [r.get('train_seconds') for r in reports.values()]
   out['train_seconds'] = mean_std(seconds) if None not in seconds else None
   epochs = [r.get('best_epoch') for r in reports.values()]
@@ -346,7 +369,7 @@ def machine_info() -> dict[str, Any]:
 def _table(summary, part: str, with_extra: bool) -> list[str]:
   head = ['row', 'seeds'] + [name for _, name in METRICS]
   if with_extra:
-    head += ['train time (s)', 'best epoch', 'val micro-F1']
+    head += ['ECE', 'macro-ECE (uncalibrated)', 'train time (s)', 'best epoch', 'val micro-F1']
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for name, label in BASELINES:
     s = summary['baselines'].get(name)
@@ -355,8 +378,9 @@ def _table(summary, part: str, with_extra: bool) -> list[str]:
     cells = [label, 'deterministic'] + [_fmt(s[part].get(k), deterministic=True)
                                         for k, _ in METRICS]
     if with_extra:
-      cells += [f'{s["train_seconds"]["mean"]:.1f}', '–',
-                _fmt(s['validation'].get('micro_f1'), deterministic=True)]
+      cells += _calibration_cells(s, deterministic=True) + [
+          f'{s["train_seconds"]["mean"]:.1f}', '–',
+          _fmt(s['validation'].get('micro_f1'), deterministic=True)]
     lines.append('| ' + ' | '.join(cells) + ' |')
   for row, label, _ in ALL_ROWS:
     s = summary['rows'].get(row)
@@ -368,16 +392,72 @@ def _table(summary, part: str, with_extra: bool) -> list[str]:
       continue
     cells = [label, _seeds_cell(s)] + [_fmt(s[part].get(k)) for k, _ in METRICS]
     if with_extra:
-      cells += [_fmt(s['train_seconds'], 0), _fmt(s['best_epoch'], 1),
-                _fmt(s['validation'].get('micro_f1'))]
+      cells += _calibration_cells(s) + [_fmt(s['train_seconds'], 0), _fmt(s['best_epoch'], 1),
+                                        _fmt(s['validation'].get('micro_f1'))]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return lines
+
+
+def _calibration_cells(s, deterministic: bool = False) -> list[str]:
+  """ECE and 'macro-ECE (uncalibrated macro-ECE)' of a row; '–' where not measured."""
+  test, uncal = s['test'], s.get('test_uncalibrated')
+  macro = _fmt(test.get('macro_ece'), deterministic=deterministic)
+  if uncal is not None:
+    macro += f' ({uncal["macro_ece"]["mean"]:.3f})'
+  return [_fmt(test.get('ece'), deterministic=deterministic), macro]
+
+
+def _calibration_note(summary) -> list[str]:
+  lines = ['ECE: expected calibration error over all test genre decisions (15 equal-width bins); '
+           'macro-ECE: the mean of the per-genre ECEs. Both are of the probabilities as served '
+           '(one temperature per run, fitted on validation before the threshold is tuned); the '
+           'uncalibrated macro-ECE is in parentheses. See "Calibration" below.']
+  carried = [r for r, s in summary['rows'].items() if s.get('carried')]
+  if carried:
+    lines[0] += (' † rows carried from a reproduction by code without the calibration step '
+                 '(thresholds tuned on uncalibrated probabilities, no ECE measured); '
+                 '`python -m experiments.reproduce --rows ' + ' '.join(
+                     r for r in carried if r in {x for x, _, _ in TRAINED_ROWS}) +
+                 '` reruns them.')
+  return lines + ['']
+
+
+def calibration_section(results: dict[str, Any] | None) -> list[str]:
+  """RESULTS.md's "Calibration" section from experiments/calibration_results.json."""
+  if not results:
+    return []
+  md = ['## Calibration', '',
+        f'Command: `{results["command"]}` ({results["date"]}). Temperature scaling: one '
+        'temperature per run fitted on the validation split by minimising its NLL (kept at 1 '
+        'where that would not lower it), applied before the threshold is tuned; an ensemble '
+        'fits one more on its combined probabilities. ECE over 15 equal-width bins.', '',
+        '| model | temperature | validation NLL (uncal. → cal.) | test ECE | test macro-ECE | '
+        'test Brier | test NLL |', '|---|---:|---|---|---|---|---|']
+  for r in results['models']:
+    c, v, t = r['calibration'], r['validation'], r['test']
+    temp = 'per genre' if c['per_genre'] else f'{c["temperature"]:.3f}'
+    cell = lambda k: f'{t["uncalibrated"][k]:.4f} → **{t["calibrated"][k]:.4f}**'
+    md.append(f'| {r["label"]} | {temp} | {v["uncalibrated"]["nll"]:.4f} → '
+              f'{v["calibrated"]["nll"]:.4f} | {cell("ece")} | {cell("macro_ece")} | '
+              f'{cell("brier")} | {cell("nll")} |')
+  ok_nll = all(r['validation']['calibrated']['nll'] <= r['validation']['uncalibrated']['nll']
+               for r in results['models'])
+  md += ['', f'- Temperature scaling never raises validation NLL: **{"met" if ok_nll else "NOT met"}**.']
+  for r in results['models']:
+    m = r['test']['calibrated']['macro_ece']
+    md.append(f'- {r["label"]}: test macro-ECE after calibration ≤ 0.03: '
+              f'**{"met" if m <= 0.03 else "NOT met"}** ({m:.4f}; uncalibrated '
+              f'{r["test"]["uncalibrated"]["macro_ece"]:.4f}).')
+  return md + ['', 'Reliability diagrams of the test split (all genre decisions), before and '
+               'after calibration:', '', '![reliability](figures/reliability.png)', '']
 
 
 def _seeds_cell(s) -> str:
   seeds = ','.join(map(str, s['seeds']))
   if len(s['seeds']) < len(SEEDS):
     seeds += f' (**only {len(s["seeds"])} of {len(SEEDS)} seeds**)'
+  if s.get('carried'):
+    seeds += ' †'
   return seeds
 
 
@@ -500,6 +580,91 @@ def _weights_lines(runs_data) -> list[str]:
   return lines
 
 
+def _distill_teacher(runs_data) -> tuple[dict | None, dict | None]:
+  """The teacher's distillation record (from a distilled run's report) and its own report."""
+  for row, _, _ in DISTILL_ROWS:
+    for report in runs_data['rows'].get(row, {}).values():
+      info = report.get('distill') or {}
+      if info.get('teacher'):
+        return info, _read_json(pathlib.Path(info['teacher']) / 'report.json')
+  return None, None
+
+
+def _distill_speed() -> dict[str, float]:
+  """Scoring synopses/s per model name of benchmarks/distill_speed_results.json, if present."""
+  speed = _read_json(REPO / 'benchmarks' / 'distill_speed_results.json') or {}
+  return {m['name']: m['scoring_synopses_per_second'] for m in speed.get('models', [])}
+
+
+def _distill_targets(summary, teacher: dict | None, speed: dict[str, float]) -> list[str]:
+  """The distillation targets, each with its measured figures."""
+  rows, lr = summary['rows'], summary['baselines'].get('tfidf_lr')
+  labels, lines = {r: l for r, l, _ in DISTILL_ROWS}, []
+  seeds = lambda r: '' if len(rows[r]['seeds']) == len(SEEDS) else (
+      f' (**incomplete**: seeds {rows[r]["seeds"]} of {list(SEEDS)})')
+  mean = lambda r, k: rows[r]['test'][k]['mean']
+  verdict = lambda ok: '**reached**' if ok else '**NOT reached**'
+  if 'distill_cnn' in rows:
+    t = TARGET_DISTILL_CNN
+    ok = all(mean('distill_cnn', k) >= v for k, v in t.items())
+    fast = speed.get('distill_cnn')
+    note = '' if fast is None else (f'; scoring {fast:,.0f} synopses/s, '
+                                    f'{fast / speed["teacher"]:.1f}× the teacher (BENCHMARKS.md)')
+    lines.append(f'- Distilled CNN micro-F1 ≥ {t["micro_f1"]} and macro-F1 ≥ {t["macro_f1"]}: '
+                 f'{verdict(ok)} ({_fmt(rows["distill_cnn"]["test"]["micro_f1"], 4)} / '
+                 f'{_fmt(rows["distill_cnn"]["test"]["macro_f1"], 4)}{note}){seeds("distill_cnn")}.')
+  if lr is not None:
+    for row in (r for r in labels if r in rows):
+      ok = all(mean(row, k) >= lr['test'][k]['mean'] for k in ('micro_f1', 'macro_f1'))
+      lines.append(f'- {labels[row]} ≥ TF-IDF + LR in micro- and macro-F1: {verdict(ok)} '
+                   f'({mean(row, "micro_f1"):.4f} / {mean(row, "macro_f1"):.4f} vs '
+                   f'{lr["test"]["micro_f1"]["mean"]:.4f} / {lr["test"]["macro_f1"]["mean"]:.4f})'
+                   f'{seeds(row)}.')
+  best = best_row(summary, among=tuple(labels))
+  if best is not None and teacher is not None:
+    gap = {k: teacher['test'][k] - mean(best, k) for k in ('micro_f1', 'macro_f1')}
+    ok = max(gap.values()) <= TARGET_DISTILL_GAP
+    lines.append(f'- Best distilled model (by validation: {labels[best]}) within '
+                 f'{TARGET_DISTILL_GAP} of its teacher: {verdict(ok)} (micro-F1 '
+                 f'{mean(best, "micro_f1"):.4f} vs {teacher["test"]["micro_f1"]:.4f}, macro-F1 '
+                 f'{mean(best, "macro_f1"):.4f} vs {teacher["test"]["macro_f1"]:.4f}){seeds(best)}.')
+  return lines
+
+
+def _distill_section(runs_data, summary) -> list[str]:
+  """The distilled rows beside their teacher: figures, training times and the targets."""
+  rows = [(r, l) for r, l, _ in DISTILL_ROWS if r in summary['rows']]
+  if not rows:
+    return []
+  info, teacher = _distill_teacher(runs_data)
+  lines = ['## Distillation', '',
+           'Each distilled row is its tuned configuration trained on the teacher\'s soft targets '
+           '(`config.distill`, configs/distill_*.py: alpha · BCE(labels) + (1 − alpha) · '
+           'BCE(sigmoid(teacher logits / T))) over the training synopses and the transfer set '
+           '(perturbed copies of them labelled by the teacher), with the settings chosen on '
+           'validation (below, "Hyperparameter search"). The teacher is the fine-tuned MiniLM '
+           'trained on the same split (its workdir: '
+           f'`{info["teacher"] if info else "?"}`). "train time" is the student\'s training loop; '
+           'the teacher\'s scoring of the training synopses and the transfer set (once per seed, '
+           'cached) and the teacher\'s own training come on top and are listed apart.', '',
+           '| row | seeds | test micro-F1 | test macro-F1 | val micro-F1 | train time (s) | '
+           'teacher scoring (s) | transfer set rows |', '|---|---|---|---|---|---|---|---|']
+  if teacher is not None:
+    lines.append(f'| Teacher: fine-tuned MiniLM | {teacher.get("seed")} | '
+                 f'{teacher["test"]["micro_f1"]:.3f} | {teacher["test"]["macro_f1"]:.3f} | '
+                 f'{teacher["validation"]["micro_f1"]:.3f} | {teacher["train_seconds"]:.0f} | – | – |')
+  for row, label in rows:
+    s, reports = summary['rows'][row], runs_data['rows'][row]
+    scoring = [r['distill'].get('teacher_score_seconds') for r in reports.values()]
+    lines.append(
+        f'| {label} | {_seeds_cell(s)} | {_fmt(s["test"]["micro_f1"])} | '
+        f'{_fmt(s["test"]["macro_f1"])} | {_fmt(s["validation"]["micro_f1"])} | '
+        f'{_fmt(s["train_seconds"], 0)} | '
+        + ', '.join('cached' if x is None else f'{x:.0f}' for x in scoring) + ' | '
+        + ', '.join(str(r['distill']['rows']) for r in reports.values()) + ' |')
+  return lines + [''] + _distill_targets(summary, teacher, _distill_speed()) + ['']
+
+
 # The search's protocol, as RESULTS.md states it above the tables of trials.
 SEARCH_PROTOCOL = [
     'How the search works (`experiments/search.py`): one architecture at a time, each trial '
@@ -534,7 +699,8 @@ SEARCH_PROTOCOL = [
 ]
 
 # Shipped configs that are search winners.
-SEARCHED_CONFIGS = ('cnn', 'lstm', 'cnn_lstm', 'minilm')
+SEARCHED_CONFIGS = ('cnn', 'lstm', 'cnn_lstm', 'minilm', 'distill_cnn', 'distill_lstm',
+                    'distill_cnn_lstm')
 
 
 def _search_section(search_results) -> list[str]:
@@ -592,8 +758,29 @@ def _examples_section(best_label, report, baseline) -> list[str]:
   return lines
 
 
-def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
-  """Everything: results.json, figures and RESULTS.md. Returns the summary."""
+def carry_rows(summary: dict[str, Any], old: dict[str, Any], rows: list[str]) -> None:
+  """Keeps `rows` (absent from the runs read) as the earlier results.json `old` holds them,
+  marked `carried`, with their wall times and the MiniLM and ensemble-weight sections."""
+  for row in rows:
+    if row in summary['rows'] or row not in old.get('rows', {}):
+      continue
+    summary['rows'][row] = {**old['rows'][row], 'carried': True}
+    for key, seconds in old.get('timings', {}).get('runs', {}).items():
+      if key.split('/')[0] == row:
+        summary.setdefault('timings', {}).setdefault('runs', {}).setdefault(key, seconds)
+  for name in ('pretrained_runs', 'ensemble_weights', 'distill'):
+    if not summary['sections'].get(name):
+      summary['sections'][name] = old.get('sections', {}).get(name, [])
+
+
+def write_results(runs: pathlib.Path, out: pathlib.Path,
+                  keep_rows: list[str] | None = None) -> dict[str, Any]:
+  """Everything: results.json, figures and RESULTS.md. Returns the summary.
+
+  Args:
+    keep_rows: rows to carry from the existing `out`/results.json when `runs` lacks them (see
+      `carry_rows`); the table marks them.
+  """
   runs_data = load_runs(runs)
   summary = summarise(runs_data)
   machine = _read_json(runs / 'machine.json') or {**machine_info(), 'note': 'report machine'}
@@ -624,11 +811,14 @@ def write_results(runs: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
       'figures': made,
       'pretrained_runs': _minilm_section(runs_data, machine),
       'ensemble_weights': _weights_lines(runs_data),
+      'distill': _distill_section(runs_data, summary),
       'examples': _examples_section(labels[best], best_reports[0], lr) if best else [],
       'error_analysis': analysis,
   }
   summary.update(best=best, complete=complete, machine=machine, timings=timings,
                  sections=sections)
+  if keep_rows:
+    carry_rows(summary, _read_json(out / 'results.json') or {}, keep_rows)
   (out / 'results.json').write_text(json.dumps(summary, indent=1))
   render(out)
   return summary
@@ -641,11 +831,13 @@ def render(out: pathlib.Path) -> None:
   search_results = _read_json(out / 'search_results.json') or {}
   discussion = out / 'discussion.md'
   text = markdown(summary, search_results,
-                  discussion.read_text() if discussion.exists() else None)
+                  discussion.read_text() if discussion.exists() else None,
+                  calibration=_read_json(out / 'calibration_results.json'))
   (out / 'RESULTS.md').write_text(text)
 
 
-def markdown(summary: dict[str, Any], search_results: dict, discussion: str | None) -> str:
+def markdown(summary: dict[str, Any], search_results: dict, discussion: str | None,
+             calibration: dict[str, Any] | None = None) -> str:
   """RESULTS.md's text from the summary that `write_results` stores in results.json."""
   sections = summary.get('sections', {})
   made = sections.get('figures', {})
@@ -673,10 +865,12 @@ def markdown(summary: dict[str, Any], search_results: dict, discussion: str | No
          'preparation, compilation included).', '',
          '## Targets', ''] + _targets(summary) + ['',
          '## Test metrics at the threshold tuned on validation', ''] + _table(
-             summary, 'test', True) + ['', '## Test metrics at threshold 0.5', ''] + _table(
+             summary, 'test', True) + [''] + _calibration_note(summary) + [
+             '## Test metrics at threshold 0.5', ''] + _table(
              summary, 'test_at_0.5', False)
   md += [''] + sections.get('pretrained_runs', [])
   md += sections.get('ensemble_weights', [])
+  md += sections.get('distill', [])
   md += ['Baseline choices (on validation): ' + '; '.join(
       f'{n}: {summary["baselines"][n]["chosen"]}' for n, _ in BASELINES
       if n in summary['baselines']), '']
@@ -693,6 +887,7 @@ def markdown(summary: dict[str, Any], search_results: dict, discussion: str | No
   if made.get('confusion'):
     md += [f'Per-genre test confusion matrices, {labels[best]}:', '',
            '![confusion matrices](figures/confusion_matrices.png)', '']
+  md += calibration_section(calibration)
   if best and sections.get('examples'):
     md += ['## Example predictions', ''] + sections['examples'] + ['']
   if best and sections.get('error_analysis'):
@@ -745,6 +940,10 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--runs', default=str(REPO / 'runs' / 'experiments'))
   parser.add_argument('--out', default=str(REPO / 'experiments'))
+  parser.add_argument('--keep-rows', nargs='+', default=None,
+                      choices=[r for r, _, _ in ALL_ROWS],
+                      help='rows the runs lack, carried from the existing results.json (marked '
+                      '† in the tables)')
   parser.add_argument('--from-results', action='store_true',
                       help='only redraw RESULTS.md from <out>/results.json (no runs read, no '
                       'figures drawn)')
@@ -755,7 +954,7 @@ def main(argv=None):
     return
   import matplotlib
   matplotlib.use('Agg')
-  summary = write_results(pathlib.Path(args.runs), pathlib.Path(args.out))
+  summary = write_results(pathlib.Path(args.runs), pathlib.Path(args.out), args.keep_rows)
   print(f'wrote {pathlib.Path(args.out) / "RESULTS.md"} (complete: {summary["complete"]}, '
         f'best row by validation: {summary["best"]})')
 
