@@ -86,6 +86,7 @@ def plot(results: list[dict[str, Any]], path: pathlib.Path) -> None:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--model', action='append', required=True, metavar='LABEL=WORKDIR')
+  parser.add_argument('--note', default='', help='how the workdirs were made (rendered)')
   parser.add_argument('--out', default=str(REPO / 'experiments'))
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out)
@@ -94,7 +95,7 @@ def main(argv=None):
   plot(results, out / 'figures' / 'reliability.png')
   record = {'command': 'python -m experiments.calibration ' + ' '.join(
       f'--model "{m}"' for m in args.model), 'date': time.strftime('%Y-%m-%d'),
-      'machine': report_lib.machine_info(), 'models': results}
+      'machine': report_lib.machine_info(), 'note': args.note, 'models': results}
   (out / RESULTS_FILE).write_text(json.dumps(record, indent=1))
   for r in results:
     t = r['test']

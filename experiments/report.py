@@ -430,7 +430,8 @@ def calibration_section(results: dict[str, Any] | None) -> list[str]:
         f'Command: `{results["command"]}` ({results["date"]}). Temperature scaling: one '
         'temperature per run fitted on the validation split by minimising its NLL (kept at 1 '
         'where that would not lower it), applied before the threshold is tuned; an ensemble '
-        'fits one more on its combined probabilities. ECE over 15 equal-width bins.', '',
+        'fits one more on its combined probabilities. ECE over 15 equal-width bins. '
+        + results.get('note', ''), '',
         '| model | temperature | validation NLL (uncal. → cal.) | test ECE | test macro-ECE | '
         'test Brier | test NLL |', '|---|---:|---|---|---|---|---|']
   for r in results['models']:
