@@ -445,8 +445,10 @@ def serve_section(r) -> str:
       '|---|---:|---:|---:|---:|---:|---:|---:|']
   for row in r['models']:
     lat, thr, start = row['latency'], row['throughput'], row['start']
+    flags = ' '.join(row.get('server_flags', []))
     lines.append(
-        f'| {row["name"]} ({row["model"]}) | {lat["p50_ms"]:.1f} / {lat["p90_ms"]:.1f} / '
+        f'| {row["name"]} ({row["model"]}{", " + flags if flags else ""}) | '
+        f'{lat["p50_ms"]:.1f} / {lat["p90_ms"]:.1f} / '
         f'{lat["p99_ms"]:.1f} | {thr["synopses_per_second"]:,.0f} | {thr["p50_ms"]:.1f} / '
         f'{thr["p99_ms"]:.1f} | {lat["errors"] + thr["errors"]} | '
         f'{start["warm_cache"]["median_healthz_seconds"]:.1f} | '
