@@ -8,8 +8,9 @@ names a workdir. It
      of each (`transfer.py`), from the training split only;
   3. gets the teacher's logits on them, computed once: from WORKDIR/distill_targets.npz when it
      holds them for this teacher and transfer set, else from `distill.cache_dir` (a directory
-     runs share), else scored by the teacher in chunks and written atomically with the identity
-     of what they belong to and the SHA-256 of the array;
+     runs share, one file per block: the synopses, each copy of them), else scored by the
+     teacher in chunks; written atomically with the identity of what they belong to and the
+     SHA-256 of the array;
   4. returns the training split with the copies appended (a copy's labels are its original's)
      and, per row, the soft targets `sigmoid(teacher logits / temperature)` and the weight of the
      hard labels (`alpha`; 0 for the copies with `copy_hard_labels=False`). They travel with each
@@ -229,28 +230,54 @@ def read_cache(path: pathlib.Path) -> tuple[dict[str, Any], np.ndarray] | None:
   return meta, logits
 
 
-def teacher_logits(path: pathlib.Path, texts: list[str], meta: dict[str, Any],
+def _digest(texts: list[str]) -> str:
+  return hashlib.sha256('\0'.join(texts).encode('utf-8')).hexdigest()
+
+
+def _block_logits(teacher, path: pathlib.Path, block: list[str], identity: dict[str, Any],
+                  cache_dir: str | None) -> tuple[np.ndarray, float, Any]:
+  """One block's logits (the synopses, or one copy of each), from `cache_dir` or scored; returns
+  them, the seconds the teacher took to score them, and the (loaded on first use) teacher."""
+  key = hashlib.sha256(json.dumps([identity, _digest(block)]).encode()).hexdigest()
+  shared = pathlib.Path(cache_dir).expanduser() / f'{key}.npz' if cache_dir else None
+  found = read_cache(shared) if shared is not None else None
+  if found is not None and found[0].get('key') == key:
+    return found[1], found[0].get('score_seconds', 0.0), teacher
+  teacher = teacher if teacher is not None else inference.load_run(path)
+  t0 = time.time()
+  logits = score(teacher, block)
+  seconds = round(time.time() - t0, 2)
+  if shared is not None and parallel.is_lead():
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    write_cache(shared, {'format': FORMAT, 'key': key, 'teacher': identity, 'rows': len(block),
+                         'score_seconds': seconds}, logits, in_workdir=False)
+  return logits, seconds, teacher
+
+
+def teacher_logits(path: pathlib.Path, blocks: list[list[str]], meta: dict[str, Any],
                    workdir: pathlib.Path, cache_dir: str | None
                    ) -> tuple[np.ndarray, dict[str, Any]]:
-  """The teacher's logits [n, G] on `texts` and their cache meta: the workdir's cache, the
-  shared `cache_dir`'s, else scored now (then written to both)."""
+  """The teacher's logits [n, G] on the texts of `blocks` (the training synopses, then each
+  copy of them), and their cache meta: the workdir's cache when it holds them, else block by
+  block from the shared `cache_dir` (so runs with other seeds or numbers of copies share the
+  blocks they have in common) or scored now; then written to the workdir.
+
+  `meta['score_seconds']` is the teacher's time to score all the blocks (when they were scored).
+  """
   own = workdir / CACHE_FILE
-  shared = pathlib.Path(cache_dir).expanduser() / f'{meta["key"]}.npz' if cache_dir else None
-  for where in (own, shared):
-    found = read_cache(where) if where is not None else None
-    if found is not None and found[0].get('key') == meta['key']:
-      if where != own and parallel.is_lead():
-        write_cache(own, found[0], found[1], in_workdir=True)
-      print(f'distill: the teacher\'s scores of {len(texts)} synopses read from {where}.',
-            flush=True)
-      return found[1], found[0]
-  t0 = time.time()
-  logits = score(inference.load_run(path), texts)
-  meta = {**meta, 'score_seconds': round(time.time() - t0, 2)}
+  found = read_cache(own)
+  if found is not None and found[0].get('key') == meta['key']:
+    print(f'distill: the teacher\'s scores of {len(found[1])} synopses read from {own}.',
+          flush=True)
+    return found[1], found[0]
+  parts, seconds, teacher = [], 0.0, None
+  for block in blocks:
+    logits, took, teacher = _block_logits(teacher, path, block, meta['teacher'], cache_dir)
+    parts.append(logits)
+    seconds += took
+  logits = np.concatenate(parts)
+  meta = {**meta, 'score_seconds': round(seconds, 2)}
   if parallel.is_lead():
-    if shared is not None:
-      shared.parent.mkdir(parents=True, exist_ok=True)
-      write_cache(shared, meta, logits, in_workdir=False)
     write_cache(own, meta, logits, in_workdir=True)
   return logits, meta
 
@@ -295,9 +322,12 @@ def attach(config: ml_collections.ConfigDict, data, workdir: pathlib.Path,
   check_teacher(path, teacher_meta(path), data, config)
   copies = transfer.perturbed_copies(train.ids, train.texts, int(d.augment_copies),
                                      transfer.Perturbation.from_config(d), config.seed)
-  texts = list(train.texts) + copies.texts
+  n = len(train.texts)
+  blocks = [list(train.texts)] + [copies.texts[k * n:(k + 1) * n]
+                                  for k in range(int(d.augment_copies))]
+  texts = [t for block in blocks for t in block]
   spec = {'copies': int(d.augment_copies), 'seed': int(config.seed), 'rows': len(texts),
-          'texts_sha256': hashlib.sha256('\0'.join(texts).encode('utf-8')).hexdigest()}
+          'texts_sha256': _digest(texts)}
   if copies.texts:
     spec['perturbation'] = dataclasses.asdict(transfer.Perturbation.from_config(d))
   identity = teacher_identity(path)
@@ -309,7 +339,7 @@ def attach(config: ml_collections.ConfigDict, data, workdir: pathlib.Path,
         'with other targets. Use a new --workdir.')
   meta = {'format': FORMAT, 'key': key, 'teacher': identity, 'transfer': spec,
           'classes': list(data.labels.classes)}
-  logits, meta = teacher_logits(path, texts, meta, workdir, d.get('cache_dir'))
+  logits, meta = teacher_logits(path, blocks, meta, workdir, d.get('cache_dir'))
   weights = np.full(len(texts), d.alpha, np.float32)
   if not d.copy_hard_labels:
     weights[len(train.texts):] = 0.0

@@ -87,16 +87,25 @@ def test_teacher_scores_are_cached_and_reused_on_resume_and_across_runs(syntheti
   config = student_config(synthetic_jsonl, teacher, num_epochs=1,
                           **{'distill.cache_dir': str(shared)})
   report = trainer.train_and_evaluate(config, str(tmp_path / 'a'))
-  rows = report['distill']['rows']
-  assert scorings == [rows] and rows == 3 * report['data']['split_sizes']['train'] > 0
+  n = report['data']['split_sizes']['train']
+  assert scorings == [n, n, n] and report['distill']['rows'] == 3 * n  # Synopses, 2 copies.
   meta, logits = distill.read_cache(tmp_path / 'a' / distill.CACHE_FILE)
-  assert meta['teacher']['workdir'] == str(teacher) and logits.shape == (rows, 6)
+  assert meta['teacher']['workdir'] == str(teacher) and logits.shape == (3 * n, 6)
   assert meta['teacher']['files']['commit.json'] is not None
   config.num_epochs = 2  # Resume: the same targets, read from the workdir's cache.
   trainer.train_and_evaluate(config, str(tmp_path / 'a'))
   trainer.train_and_evaluate(config, str(tmp_path / 'b'))  # Another run: the shared cache.
-  assert scorings == [rows]
+  assert scorings == [n, n, n]
   np.testing.assert_array_equal(distill.read_cache(tmp_path / 'b' / distill.CACHE_FILE)[1], logits)
+  fewer = student_config(synthetic_jsonl, teacher, num_epochs=1, **{
+      'distill.cache_dir': str(shared), 'distill.augment_copies': 1})
+  trainer.train_and_evaluate(fewer, str(tmp_path / 'c'))  # Its blocks are the first two.
+  assert scorings == [n, n, n]
+  np.testing.assert_array_equal(distill.read_cache(tmp_path / 'c' / distill.CACHE_FILE)[1],
+                                logits[:2 * n])
+  fewer.seed = 1  # Another seed: other copies (scored), the same synopses (cached).
+  trainer.train_and_evaluate(fewer, str(tmp_path / 'd'))
+  assert scorings == [n, n, n, n]
   # Deterministic: a fresh scoring gives the same numbers.
   fresh = distill.score(inference.load_run(teacher), pipeline.prepare(
       config.data).train.texts[:5])
@@ -115,7 +124,7 @@ def test_a_changed_teacher_is_refused_on_resume(synthetic_jsonl, teacher, tmp_pa
   changed = student_config(synthetic_jsonl, teacher, num_epochs=2)  # Another teacher path.
   with pytest.raises(GenreJaxError, match='distill.teacher'):
     trainer.train_and_evaluate(changed, str(tmp_path / 'student'))
-  assert len(scorings) == 1
+  assert len(scorings) == 3  # The first run's three blocks only.
 
 
 def test_a_corrupt_cache_is_named(synthetic_jsonl, teacher, tmp_path):
@@ -343,3 +352,43 @@ def test_distillation_search_trials_are_valid_configs(arch, monkeypatch, teacher
     params = search.space(trial, arch)
     assert not any('teacher' in k for k in params)
     run_config.check_config(search.make_config(arch, params))
+
+
+# ---- Reporting ------------------------------------------------------------------------------------
+
+def _summary_row(micro, macro, val, seeds=(0, 1, 2)):
+  stat = lambda v: {'mean': v, 'std': 0.001, 'n': len(seeds)}
+  return {'seeds': list(seeds), 'test': {'micro_f1': stat(micro), 'macro_f1': stat(macro)},
+          'validation': {'micro_f1': stat(val)}}
+
+
+def test_distillation_targets_state_each_verdict_with_its_figures():
+  from experiments import report
+  summary = {'baselines': {'tfidf_lr': {'test': {'micro_f1': {'mean': 0.605},
+                                                 'macro_f1': {'mean': 0.486}}}},
+             'rows': {'distill_cnn': _summary_row(0.625, 0.505, 0.63),
+                      'distill_lstm': _summary_row(0.615, 0.48, 0.64, seeds=(0, 1))}}
+  teacher = {'test': {'micro_f1': 0.64, 'macro_f1': 0.55}}
+  lines = report._distill_targets(summary, teacher, {'teacher': 100.0, 'distill_cnn': 5000.0})
+  assert lines[0].startswith('- Distilled CNN micro-F1 ≥ 0.62 and macro-F1 ≥ 0.5: **reached**')
+  assert '5,000 synopses/s, 50.0× the teacher' in lines[0]
+  assert '**reached**' in lines[1] and 'Distilled CNN (MiniLM teacher)' in lines[1]
+  assert '**NOT reached**' in lines[2] and '**incomplete**' in lines[2]  # Macro 0.48 < 0.486.
+  # The best by validation is the LSTM (0.64), 0.025 micro below the teacher: not within 0.01.
+  assert 'Distilled LSTM' in lines[3] and '**NOT reached**' in lines[3]
+
+
+def test_benchmark_section_of_the_distilled_models():
+  from benchmarks import report
+  row = lambda name, model, speed, speedup: {
+      'name': name, 'model': model, 'tokenizer': 'hf', 'num_parameters': 1000, 'n': 1005,
+      'scoring_synopses_per_second': speed, 'end_to_end_synopses_per_second': speed / 2,
+      'test_micro_f1': 0.6, 'test_macro_f1': 0.5, 'train_seconds': 10.0,
+      **({} if speedup is None else {'speedup_over_teacher': speedup})}
+  r = {'command': 'python -m benchmarks.distill_speed', 'date': 'today', 'batch_size': 256,
+       'machine': {}, 'load_average_before': [1.0], 'load_average_after': [2.0],
+       'targets': {'cnn_synopses_per_second': 4000.0, 'speedup_over_teacher': 10.0},
+       'models': [row('teacher', 'pretrained', 300.0, None), row('distill_cnn', 'cnn', 3900.0, 13.0)]}
+  text = report.distill_section(r)
+  assert '| distill_cnn (cnn) | hf | 1,000 | 3,900 | 1,950 | 13.0 |' in text
+  assert '**not met** (3,900 synopses/s, 13.0×)' in text
