@@ -511,6 +511,43 @@ def scale_section(r) -> str:
                   for k, v in big.get('memory_parts', {}).items()) + ').', ''])
 
 
+def distill_section(r) -> str:
+  """Distilled models next to their teacher (`python -m benchmarks.distill_speed`,
+  benchmarks/distill_speed_results.json)."""
+  m, targets = r.get('machine', {}), r['targets']
+  teacher, students = r['models'][0], r['models'][1:]
+  lines = [
+      '## Distilled models against their teacher', '',
+      f'Command: `{r["command"]}` ({r["date"]}; {m.get("cpu_model", "this machine")}, '
+      f'{m.get("usable_cpus", "?")} cores; load average {r["load_average_before"][0]:.2f} before, '
+      f'{r["load_average_after"][0]:.2f} after). Each model in a fresh process on its run\'s '
+      f'test split ({teacher["n"]} synopses), batches of {r["batch_size"]}: the model alone on the '
+      'tokenised split (`inference.predict_probs`), and from the raw texts (`Run.probs`, '
+      'tokenisation included); median of the timed passes after one warm-up. Test micro- and '
+      'macro-F1 are the runs\' own reports (one seed each; the 3-seed means are in '
+      'experiments/RESULTS.md).', '',
+      '| model | tokenizer | parameters | scoring, synopses/s | from text, synopses/s | × teacher '
+      '| test micro-F1 | test macro-F1 | train s |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  for row in r['models']:
+    speedup = row.get('speedup_over_teacher')
+    lines.append(
+        f'| {row["name"]} ({row["model"]}) | {row["tokenizer"]} | {row["num_parameters"]:,} | '
+        f'{row["scoring_synopses_per_second"]:,.0f} | {row["end_to_end_synopses_per_second"]:,.0f} '
+        f'| {"1" if speedup is None else f"{speedup:.1f}"} | {row["test_micro_f1"]:.3f} | '
+        f'{row["test_macro_f1"]:.3f} | {_f(row.get("train_seconds"), 0)} |')
+  cnn = [s for s in students if s['model'] == 'cnn']
+  if cnn:
+    c = cnn[0]
+    ok = (c['scoring_synopses_per_second'] >= targets['cnn_synopses_per_second']
+          and c['speedup_over_teacher'] >= targets['speedup_over_teacher'])
+    lines += ['', f'- Distilled CNN scores ≥ {targets["cnn_synopses_per_second"]:,.0f} synopses/s '
+              f'and ≥ {targets["speedup_over_teacher"]:.0f}× the teacher: '
+              f'{"met" if ok else "**not met**"} ({c["scoring_synopses_per_second"]:,.0f} '
+              f'synopses/s, {c["speedup_over_teacher"]:.1f}×).']
+  return '\n'.join(lines + ['']) + '\n'
+
+
 def document(repo: pathlib.Path) -> str:
   """BENCHMARKS.md: the CPU run (benchmarks/results.json), the data-layer scaling run
   (benchmarks/scale_results.json), then the GPU run, if one was made."""
@@ -518,11 +555,14 @@ def document(repo: pathlib.Path) -> str:
   gpu = repo / 'benchmarks' / 'results_gpu.json'
   scaled = repo / 'benchmarks' / 'scale_results.json'
   served = repo / 'benchmarks' / 'serve_results.json'
+  distilled = repo / 'benchmarks' / 'distill_speed_results.json'
   parts = [markdown(json.loads(cpu.read_text()))] if cpu.exists() else []
   if scaled.exists():
     parts.append(scale_section(json.loads(scaled.read_text())))
   if served.exists():
     parts.append(serve_section(json.loads(served.read_text())))
+  if distilled.exists():
+    parts.append(distill_section(json.loads(distilled.read_text())))
   if gpu.exists():
     r = json.loads(gpu.read_text())
     names = ', '.join(g.split(',')[0] for g in r['machine'].get('gpus', [])) or 'GPU'
