@@ -27,6 +27,7 @@ sizes (powers of two up to `max_batch`), so that `warm_up` compiles every shape 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -149,10 +150,11 @@ class Member:
 
   def warm_up(self) -> int:
     """Compiles the scorer for every (batch size, width) it will be called with, without running
-    it; returns how many shapes that is."""
-    for width in self.widths:
-      for size in self.batch_sizes:
-        self._executable(size, width)
+    it, in one thread per core (XLA compiles and reads the compilation cache outside Python's
+    lock); returns how many shapes that is."""
+    shapes = [(size, width) for width in self.widths for size in self.batch_sizes]
+    with concurrent.futures.ThreadPoolExecutor(min(len(shapes), os.cpu_count() or 1)) as pool:
+      list(pool.map(lambda shape: self._executable(*shape), shapes))
     return len(self._executables)
 
 
