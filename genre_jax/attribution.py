@@ -6,12 +6,19 @@ the attribution of position l to genre g is
 
   a_g[l] = sum_e (x - b)[l, e] * integral_0^1 d f_g(b + alpha (x - b)) / d x[l, e] d alpha,
 
-the integral taken by `steps`-point Gauss-Legendre quadrature (Sundararajan et al., 2017). f is
-the calibrated logit, `run.calibration.logits(model(...))`, so sigmoid(f) is the probability
-`predict` prints, and completeness holds: sum_l a_g[l] = f_g(x) - f_g(b), up to the quadrature
-error reported per genre as `completeness_error`. Every architecture is handled the same way
-through the models' `embed_tokens` / `from_embeddings` hooks (a pretrained encoder's word
-embeddings are interpolated; its position and token-type embeddings are kept).
+(Sundararajan et al., 2017). f is the calibrated logit, `run.calibration.logits(model(...))`, so
+sigmoid(f) is the probability `predict` prints, and completeness holds: sum_l a_g[l] =
+f_g(x) - f_g(b), up to the quadrature error reported per genre as `completeness_error`. Every
+architecture is handled the same way through the models' `embed_tokens` / `from_embeddings`
+hooks (a pretrained encoder's word embeddings are interpolated; its position and token-type
+embeddings are kept).
+
+The integral is taken by adaptive composite Gauss-Legendre quadrature: `steps` points on the
+whole path, then, while the attributions of a genre miss f(x) - f(b) by more than TOLERANCE of
+it, the path segments whose own sums miss their own f(hi) - f(lo) the most are halved (up to
+MAX_SEGMENTS segments). A plain fixed number of points is not enough for every model: along the
+path an LSTM's logit can jump by a logit or more within a thousandth of it (its gates switching),
+which points spread evenly miss or over-weight; a ReLU network's gradient is piecewise constant.
 
 An ensemble's f is the logit of its calibrated probability, `ens.calibration.logits(logit(sum_m
 w_m sigmoid(f_m)))` with f_m the members' calibrated logits, integrated along the joint straight
@@ -23,10 +30,10 @@ is added to the word it comes from: a word tokenizer's words by position, a Word
 pieces by their character offsets; words past a model's `max_length` get 0 (it does not see them).
 
 `explain(run, texts, genres, steps)` returns one JSON-able record per synopsis:
-  {'text', 'words', 'calibration', 'steps', 'genres': {name: {'probability', 'logit',
-   'baseline_logit', 'attributions' (one per word), 'completeness_error'}}}.
-The computation is batched (texts x quadrature points x genres) and jitted, one compiled program
-per padded width.
+  {'text', 'words', 'calibration', 'steps', 'segments', 'genres': {name: {'probability',
+   'logit', 'baseline_logit', 'attributions' (one per word), 'completeness_error'}}}.
+The computation is batched (path segments x quadrature points x genres) and jitted, one compiled
+program per padded width and batch shape.
 """
 
 from __future__ import annotations
@@ -47,8 +54,10 @@ from genre_jax import calibration as calibration_lib
 from genre_jax import thresholds as thresholds_lib
 from genre_jax.errors import GenreJaxError
 
-DEFAULT_STEPS = 32
+DEFAULT_STEPS = 16  # Quadrature points per path segment.
 MAX_STEPS = 1024
+TOLERANCE = 0.005  # Segments are split until the completeness error is below this ...
+MAX_SEGMENTS = 32  # ... or a text's path has this many segments.
 WIDTH_MULTIPLE = 32  # Texts are padded to a multiple of this (at most max_length): few programs.
 TOKEN_BUDGET = 8192  # Path points x padded width per compiled call, summed over members.
 # Unicode White_Space, as the tokenizers' WhitespaceSplit and BERT's pre-tokenizer split on it.
@@ -171,38 +180,44 @@ def _logits(graphdef, state, calib, tokens, lengths, *, ensemble: bool) -> jax.A
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'ensemble'))
-def _integrate(graphdef, state, calib, tokens, base, lengths, genres, nodes, weights, *,
+def _integrate(graphdef, state, calib, tokens, base, lengths, genres, alphas, weights, ends, *,
                ensemble: bool):
-  """Integrated gradients of N texts for K genres each, all quadrature points in one batch.
+  """Integrated gradients over one segment of the path for each of N rows (texts, or pieces of
+  their paths), K genres each, every quadrature point in one batch.
 
   Args:
     graphdef, state: `nnx.split` of the list of member models (one for a run).
     calib: 'temperatures' (per member [G] float32), 'weights' [M], 'temperature' [G].
     tokens, base: per member [N, W_m] int32, the input and the baseline token ids.
     lengths: per member [N] int32.
-    genres: [N, K] int32, the genres to attribute for each text.
-    nodes, weights: [S] float32 quadrature on [0, 1].
+    genres: [N, K] int32, the genres to attribute in each row.
+    alphas, weights: [N, S] float32, each row's quadrature points (the fraction of the way from
+      the baseline to the input) and weights.
+    ends: [N, 2] float32, the points of the path whose f is returned (the segment's ends).
 
   Returns:
-    attributions: per member [N, K, W_m] float32; f(x) and f(baseline): [N, G] float32 each.
+    attributions: per member [N, K, W_m] float32; f at `ends`: [N, 2, G] float32.
   """
   models = nnx.merge(graphdef, state)
   xs = [m.embed_tokens(t) for m, t in zip(models, tokens)]
   bs = [m.embed_tokens(t) for m, t in zip(models, base)]
-  (n, k), s = genres.shape, nodes.shape[0]
-  path = [(b[:, None] + nodes[None, :, None, None] * (x - b)[:, None]).reshape(n * s, *x.shape[1:])
-          for x, b in zip(xs, bs)]
-  path_lengths = [jnp.repeat(m, s) for m in lengths]
-  f = lambda *points: _calibrated_logits(models, calib, points, path_lengths, ensemble)
-  out, vjp = jax.vjp(f, *path)
+  (n, k), s = genres.shape, alphas.shape[1]
+
+  def points(at):  # Per member [N * P, W_m, E_m]: the path at `at` [N, P].
+    return [(b[:, None] + at[:, :, None, None] * (x - b)[:, None]).reshape(-1, *x.shape[1:])
+            for x, b in zip(xs, bs)]
+
+  def f(at, *path):
+    lens = [jnp.repeat(m, at.shape[1]) for m in lengths]
+    return _calibrated_logits(models, calib, path, lens, ensemble)
+
+  out, vjp = jax.vjp(functools.partial(f, alphas), *points(alphas))
   select = jnp.repeat(jax.nn.one_hot(genres, out.shape[1], dtype=out.dtype), s, axis=0)
   grads = jax.vmap(vjp, in_axes=1)(select)  # Per member [K, N * S, W_m, E_m].
   attributions = [
-      jnp.einsum('knswe,s,nwe->nkw', g.reshape(k, n, s, *g.shape[2:]), weights, x - b)
+      jnp.einsum('knswe,ns,nwe->nkw', g.reshape(k, n, s, *g.shape[2:]), weights, x - b)
       for g, x, b in zip(grads, xs, bs)]
-  ends = _calibrated_logits(models, calib, [jnp.concatenate([x, b]) for x, b in zip(xs, bs)],
-                            [jnp.concatenate([m, m]) for m in lengths], ensemble)
-  return attributions, ends[:n], ends[n:]
+  return attributions, f(ends, *points(ends)).reshape(n, 2, -1)
 
 
 # ---- A run or an ensemble, ready to explain ------------------------------------------------
@@ -214,13 +229,13 @@ class _Encoded:
   lengths: list[np.ndarray]
   owners: list[list[np.ndarray]]  # Per member, per text: [length] word of each token.
   base: list[np.ndarray]  # Per member [n, max_length]: padding at every word position.
+  widths: np.ndarray | None = None  # [n, members]: the padded width each text is run at.
 
 
 class Explainer:
   """A run's or an ensemble's models as one `nnx` state, with the calibration f applies."""
 
   def __init__(self, run):
-    self.run = run
     self.members = list(getattr(run, 'members', [run]))
     self.ensemble = hasattr(run, 'members')
     self.classes = list(run.labels.classes)
@@ -238,6 +253,8 @@ class Explainer:
         'temperature': per_genre(run.calibration.temperature)}
 
   def encode(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> _Encoded:
+    """Every member's token ids of `texts`, their words (`spans`: `word_spans` of each text) and
+    the baseline ids."""
     enc = _Encoded([], [], [], [])
     for r in self.members:
       max_length = r.config.data.max_length
@@ -251,61 +268,110 @@ class Explainer:
       enc.lengths.append(lengths.astype(np.int32))
       enc.owners.append(owners)
       enc.base.append(np.where(words, r.tokenizer.pad_id, tokens).astype(np.int32))
+    enc.widths = np.stack([np.minimum(-(-n // WIDTH_MULTIPLE) * WIDTH_MULTIPLE, t.shape[1])
+                           for n, t in zip(enc.lengths, enc.tokens)], axis=1)
     return enc
 
-  def _chunks(self, enc: _Encoded, steps: int):
-    """(rows, [per member width]) per compiled call: texts of equal padded widths, at most
-    TOKEN_BUDGET path tokens, the row count a power of two (rows repeat the first to fill)."""
-    widths = np.stack([np.minimum(-(-n // WIDTH_MULTIPLE) * WIDTH_MULTIPLE, t.shape[1])
-                       for n, t in zip(enc.lengths, enc.tokens)], axis=1)  # [n, M]
+  def _calls(self, enc: _Encoded, texts: list[int], steps: int):
+    """Splits rows (of texts `texts`, which may repeat) into compiled calls: rows of equal padded
+    widths, at most TOKEN_BUDGET path tokens, the row count a power of two (repeating the first
+    row to fill). Yields (row positions, padded row positions, per member width)."""
     groups: dict[tuple[int, ...], list[int]] = {}
-    for i, key in enumerate(map(tuple, widths.tolist())):
-      groups.setdefault(key, []).append(i)
+    for pos, i in enumerate(texts):
+      groups.setdefault(tuple(enc.widths[i].tolist()), []).append(pos)
     for key, rows in groups.items():
       most = _floor_power_of_two(max(1, TOKEN_BUDGET // (steps * sum(key))))
       for start in range(0, len(rows), most):
         chunk = rows[start:start + most]
-        padded = chunk + [chunk[0]] * (_ceil_power_of_two(len(chunk)) - len(chunk))
-        yield chunk, padded, list(key)
+        yield chunk, chunk + [chunk[0]] * (_ceil_power_of_two(len(chunk)) - len(chunk)), list(key)
 
   def logits(self, enc: _Encoded) -> np.ndarray:
     """Calibrated logits [n, G] float32 of the encoded texts."""
-    out = np.zeros((len(enc.lengths[0]), len(self.classes)), np.float32)
-    for chunk, rows, widths in self._chunks(enc, 1):
+    n = len(enc.lengths[0])
+    out = np.zeros((n, len(self.classes)), np.float32)
+    for chunk, rows, widths in self._calls(enc, list(range(n)), 1):
       z = _logits(self.graphdef, self.state, self.calib,
                   [t[rows, :w] for t, w in zip(enc.tokens, widths)],
-                  [n[rows] for n in enc.lengths], ensemble=self.ensemble)
+                  [m[rows] for m in enc.lengths], ensemble=self.ensemble)
       out[chunk] = np.asarray(z)[:len(chunk)]
     return out
 
+  def _segments(self, enc: _Encoded, genres: list[list[int]], todo, steps: int):
+    """Integrated gradients over path segments `todo` [(text, lo, hi)]: per segment, each member's
+    token attributions [K_i, tokens] float64 and f [G] at lo and at hi."""
+    nodes, node_weights = quadrature(steps)
+    out = [None] * len(todo)
+    for chunk, rows, widths in self._calls(enc, [i for i, _, _ in todo], steps):
+      ids = [todo[r][0] for r in rows]
+      lo, hi = (np.array([todo[r][c] for r in rows], np.float32) for c in (1, 2))
+      k = min(_ceil_power_of_two(max(len(genres[i]) for i in ids)), len(self.classes))
+      attrs, f = _integrate(
+          self.graphdef, self.state, self.calib, [t[ids, :w] for t, w in zip(enc.tokens, widths)],
+          [b[ids, :w] for b, w in zip(enc.base, widths)], [m[ids] for m in enc.lengths],
+          np.array([(genres[i] * k)[:k] for i in ids], np.int32),
+          lo[:, None] + (hi - lo)[:, None] * nodes, (hi - lo)[:, None] * node_weights,
+          np.stack([lo, hi], axis=1), ensemble=self.ensemble)
+      attrs, f = [np.asarray(a, np.float64) for a in attrs], np.asarray(f, np.float64)
+      for j, pos in enumerate(chunk):
+        i = ids[j]
+        out[pos] = ([a[j, :len(genres[i]), :len(o[i])] for a, o in zip(attrs, enc.owners)],
+                    f[j, 0], f[j, 1])
+    return out
+
   def integrate(self, enc: _Encoded, genres: list[list[int]], steps: int,
-                num_words: list[int]):
-    """Per text i: word attributions [len(genres[i]), num_words[i]] float64, f(x) and f(b) [G]
-    float64."""
-    nodes, weights = quadrature(steps)
-    results = [None] * len(genres)
-    for chunk, rows, widths in self._chunks(enc, steps):
-      k = min(_ceil_power_of_two(max(len(genres[i]) for i in chunk)), len(self.classes))
-      wanted = np.array([(genres[i] * k)[:k] for i in rows], np.int32)
-      attrs, fx, fb = _integrate(
-          self.graphdef, self.state, self.calib, [t[rows, :w] for t, w in zip(enc.tokens, widths)],
-          [b[rows, :w] for b, w in zip(enc.base, widths)], [n[rows] for n in enc.lengths],
-          wanted, nodes, weights, ensemble=self.ensemble)
-      attrs = [np.asarray(a, np.float64) for a in attrs]
-      for j, i in enumerate(chunk):
-        results[i] = (self._to_words(enc, attrs, i, j, len(genres[i]), num_words[i]),
-                      np.asarray(fx[j], np.float64), np.asarray(fb[j], np.float64))
+                num_words: list[int], max_segments: int = MAX_SEGMENTS):
+    """Adaptive integrated gradients (see the module docstring).
+
+    Returns:
+      per text i: word attributions [len(genres[i]), num_words[i]] float64, f(x) and f(b) [G]
+      float64, and the number of path segments used.
+    """
+    parts = [{} for _ in genres]  # Per text: (lo, hi) -> (attributions, |error| per genre).
+    ends = [None] * len(genres)  # Per text: (f(b), f(x)).
+    todo = [(i, 0.0, 1.0) for i in range(len(genres))]
+    while todo:
+      for (i, lo, hi), (attrs, f_lo, f_hi) in zip(todo, self._segments(enc, genres, todo, steps)):
+        if (lo, hi) == (0.0, 1.0):
+          ends[i] = (f_lo, f_hi)
+        g = genres[i]
+        parts[i][lo, hi] = attrs, np.abs(sum(a.sum(axis=1) for a in attrs) - (f_hi[g] - f_lo[g]))
+      touched = sorted({i for i, _, _ in todo})
+      todo = [seg for i in touched for seg in _refine(i, parts[i], ends[i], genres[i],
+                                                      max_segments)]
+    results = []
+    for i, (p, (f_b, f_x)) in enumerate(zip(parts, ends)):
+      tokens = [sum(attrs[m] for attrs, _ in p.values()) for m in range(len(self.members))]
+      results.append((_to_words(tokens, [o[i] for o in enc.owners], num_words[i]), f_x, f_b,
+                      len(p)))
     return results
 
-  @staticmethod
-  def _to_words(enc: _Encoded, attrs, i: int, j: int, k: int, num_words: int) -> np.ndarray:
-    """Text i's token attributions (row j of each member's [N, K, W]) summed per word."""
-    words = np.zeros((k, num_words))
-    for a, owners in zip(attrs, enc.owners):
-      o = owners[i]
-      real = o >= 0
-      np.add.at(words.T, o[real], a[j, :k, :len(o)][:, real].T)
-    return words
+
+def _refine(i: int, parts: dict, ends, genres: list[int], max_segments: int) -> list:
+  """The halves of text i's worst path segments, [(i, lo, hi)], while the segments' summed
+  completeness errors exceed TOLERANCE of |f(x) - f(b)| for a genre and fewer than
+  `max_segments` are used. Removes the segments it splits from `parts`."""
+  delta = np.maximum(np.abs(ends[1][genres] - ends[0][genres]), 1e-6)
+  errors = {seg: e / delta for seg, (_, e) in parts.items()}  # [K] each.
+  if np.max(sum(errors.values())) <= TOLERANCE:
+    return []
+  worst = {seg: float(e.max()) for seg, e in errors.items()}
+  top, out = max(worst.values()), []
+  for (lo, hi) in sorted(worst, key=worst.get, reverse=True):
+    if worst[lo, hi] < top / 2 or len(parts) + len(out) + 1 > max_segments:
+      break
+    del parts[lo, hi]
+    mid = (lo + hi) / 2
+    out += [(i, lo, mid), (i, mid, hi)]
+  return out
+
+
+def _to_words(tokens: list[np.ndarray], owners: list[np.ndarray], num_words: int) -> np.ndarray:
+  """Token attributions (per member [K, tokens]) summed per word: [K, num_words]."""
+  words = np.zeros((tokens[0].shape[0], num_words))
+  for a, o in zip(tokens, owners):
+    real = o >= 0
+    np.add.at(words.T, o[real], a[:, real].T)
+  return words
 
 
 def _ceil_power_of_two(n: int) -> int:
@@ -325,7 +391,7 @@ def completeness_error(attributions: np.ndarray, logit: float, baseline_logit: f
 
 
 def explain(run, texts: list[str], genres: list[str] | None = None,
-            steps: int | None = None) -> list[dict]:
+            steps: int | None = None, *, max_segments: int = MAX_SEGMENTS) -> list[dict]:
   """Per-word attributions of a run's or an ensemble's calibrated logits.
 
   Args:
@@ -334,13 +400,14 @@ def explain(run, texts: list[str], genres: list[str] | None = None,
     genres: genre names (case-insensitive; entries may be comma-separated lists), or None (or
       empty) for each synopsis's predicted genres (`thresholds.apply` with the run's thresholds;
       at least the most probable one), most probable first.
-    steps: quadrature points (1 to MAX_STEPS), default DEFAULT_STEPS.
+    steps: quadrature points per path segment (1 to MAX_STEPS), default DEFAULT_STEPS.
+    max_segments: the most segments a path is cut into (1: plain `steps`-point quadrature).
 
   Returns:
     One record per text: 'text', 'words' (the text split at whitespace), 'calibration' (the
-    run's method), 'steps', and 'genres': {name: {'probability' (sigmoid of 'logit'), 'logit'
-    (calibrated), 'baseline_logit', 'attributions' (one float per word),
-    'completeness_error' (`completeness_error`)}}.
+    run's method), 'steps', 'segments' (of its path), and 'genres': {name: {'probability'
+    (sigmoid of 'logit'), 'logit' (calibrated), 'baseline_logit', 'attributions' (one float per
+    word), 'completeness_error' (`completeness_error`)}}.
 
   Raises:
     GenreJaxError: empty texts, an unknown genre or a bad `steps`.
@@ -357,14 +424,14 @@ def explain(run, texts: list[str], genres: list[str] | None = None,
                 for row, p in zip(predicted, probs)]
   else:
     per_text = [wanted] * len(texts)
-  results = explainer.integrate(enc, per_text, steps, [len(s) for s in spans])
+  results = explainer.integrate(enc, per_text, steps, [len(s) for s in spans], max_segments)
   return [_record(text, s, explainer.classes, chosen, result, run.calibration.method, steps)
           for text, s, chosen, result in zip(texts, spans, per_text, results)]
 
 
 def _record(text: str, spans, classes: list[str], genres: list[int], result, method: str,
             steps: int) -> dict[str, Any]:
-  words, fx, fb = result
+  words, fx, fb, segments = result
   out = {}
   for k, g in enumerate(genres):
     out[classes[g]] = {
@@ -372,7 +439,7 @@ def _record(text: str, spans, classes: list[str], genres: list[int], result, met
         'baseline_logit': float(fb[g]), 'attributions': words[k].tolist(),
         'completeness_error': completeness_error(words[k], fx[g], fb[g])}
   return {'text': text, 'words': [text[s:e] for s, e in spans], 'calibration': method,
-          'steps': steps, 'genres': out}
+          'steps': steps, 'segments': segments, 'genres': out}
 
 
 def _sigmoid(z):

@@ -169,6 +169,22 @@ def test_token_attributions_match_a_plain_loop(runs):
                              atol=1e-5)
 
 
+def test_path_segments_are_halved_until_complete():
+  """A ReLU CNN with max pooling (a piecewise-constant gradient along the path, with large
+  jumps): 8 points miss the logit change by over 10%; halving the worst segments (at most
+  MAX_SEGMENTS) brings every genre within TOLERANCE."""
+  model = _build(ARCHITECTURES['cnn/max/widths-2-3'])
+  model.embed.embedding.embedding[...] = model.embed.embedding.embedding[...] * 10
+  run = _run(model, _word_tokenizer())
+  errors = lambda records: [g['completeness_error'] for r in records for g in r['genres'].values()]
+  plain = attribution.explain(run, TEXTS, genres=CLASSES, steps=8, max_segments=1)
+  assert [r['segments'] for r in plain] == [1] * 4 and max(errors(plain)) > 0.1
+  adaptive = attribution.explain(run, TEXTS, genres=CLASSES, steps=8)
+  assert all(1 < r['segments'] <= attribution.MAX_SEGMENTS for r in adaptive)
+  assert max(errors(adaptive)) <= attribution.TOLERANCE
+  _check_records(adaptive, run, TEXTS, tol=attribution.TOLERANCE)
+
+
 def _ensemble(members, weights, temperature):
   ens = inference.Ensemble(None, members, {'global': 0.5, 'per_genre': None,
                                            'at_least_one': False}, {}, weights)
