@@ -3,9 +3,10 @@
 For each `--model LABEL=WORKDIR` (a run or an ensemble):
 - steps: the completeness error (|sum of attributions - (logit - baseline logit)| relative to
   |logit - baseline logit|) of the predicted genres of `--study_texts` VALIDATION synopses at each
-  of `--study_steps` (how `attribution.DEFAULT_STEPS` was chosen);
-- completeness: the same on the TEST split at the default steps (mean, median, 95th percentile,
-  max, and how many genre decisions exceed 1%);
+  of `--study_steps` points per path segment, with the adaptive halving of segments and with one
+  segment only (how `attribution.DEFAULT_STEPS` and the adaptive quadrature were chosen);
+- completeness: the same on the TEST split at the defaults (mean, median, 95th percentile, max,
+  how many genre decisions exceed 1%, and the error in logits and relative to sum |a|);
 - comprehensiveness (ERASER, DeYoung et al. 2020): for every predicted genre of every test
   synopsis, the drop of the genre's calibrated probability when the k words with the largest
   attributions are deleted, against deleting k words drawn at random (`--draws` draws, seed
@@ -106,8 +107,21 @@ def comprehensiveness(run, records: list[dict], ks=KS, draws: int = 3,
              for kind in ('top', 'random')}
     top, rand = float(np.mean(drops['top'])), float(np.mean(drops['random']))
     out[str(k)] = {'pairs': len(drops['top']), 'top': top, 'random': rand,
-                   'ratio': top / rand if rand > 0 else float('inf')}
+                   'ratio': top / rand if rand > 0 else None,  # None: random deletion raises it.
+                   'met': top >= TARGET_RATIO * rand}
   return out
+
+
+def _timed_stats(run, texts: list[str], **kwargs) -> tuple[list[dict], dict[str, float]]:
+  """`attribution.explain(run, texts, **kwargs)`, its `completeness_stats`, the mean number of
+  path segments and the seconds per synopsis."""
+  from genre_jax import attribution
+  start = time.perf_counter()
+  records = attribution.explain(run, texts, **kwargs)
+  seconds = (time.perf_counter() - start) / len(texts)
+  segments = float(np.mean([r['segments'] for r in records]))
+  return records, {**completeness_stats(records), 'segments': segments,
+                   'seconds_per_synopsis': seconds}
 
 
 def measure(label: str, workdir: str, *, study_steps: list[int], study_texts: int,
@@ -118,23 +132,21 @@ def measure(label: str, workdir: str, *, study_steps: list[int], study_texts: in
   data = run.load_data(encode=('validation', 'test'))
   val = data.validation.texts
   val = [val[i] for i in _sample(len(val), study_texts, seed)]
-  study = {}
+  study = {'adaptive': {}, 'plain': {}}  # Plain: one segment, `steps` points.
   for steps in study_steps:
-    study[str(steps)] = completeness_stats(attribution.explain(run, val, steps=steps))
-    print(f'{label}: {steps} steps, validation completeness {study[str(steps)]}', flush=True)
+    for kind, segments in (('adaptive', attribution.MAX_SEGMENTS), ('plain', 1)):
+      study[kind][str(steps)] = _timed_stats(run, val, steps=steps, max_segments=segments)[1]
+      print(f'{label}: {kind}, {steps} steps, validation: {study[kind][str(steps)]}', flush=True)
   rows = _sample(len(data.test.texts), subsample, seed)
-  texts = [data.test.texts[i] for i in rows]
-  start = time.perf_counter()
-  records = attribution.explain(run, texts)
-  seconds = time.perf_counter() - start
-  out = {'label': label, 'workdir': str(workdir), 'model': run.config.model.name
-         if not hasattr(run, 'members') else 'ensemble',
-         'test_texts': len(texts), 'test_split_size': len(data.test.texts),
-         'subsample_seed': seed if subsample is not None and subsample < len(data.test.texts)
-         else None,
-         'steps': attribution.DEFAULT_STEPS, 'study': {'split': 'validation', 'texts': len(val),
-                                                      'completeness': study},
-         'completeness': completeness_stats(records), 'explain_seconds': seconds,
+  records, stats = _timed_stats(run, [data.test.texts[i] for i in rows])
+  out = {'label': label, 'workdir': str(workdir),
+         'model': 'ensemble' if hasattr(run, 'members') else run.config.model.name,
+         'test_texts': len(rows), 'test_split_size': len(data.test.texts),
+         'subsample_seed': seed if len(rows) < len(data.test.texts) else None,
+         'steps': attribution.DEFAULT_STEPS, 'tolerance': attribution.TOLERANCE,
+         'max_segments': attribution.MAX_SEGMENTS,
+         'study': {'split': 'validation', 'texts': len(val), 'completeness': study},
+         'completeness': stats,
          'comprehensiveness': comprehensiveness(run, records, draws=draws, seed=seed)}
   print(f'{label}: test completeness {out["completeness"]}\n{label}: comprehensiveness '
         f'{out["comprehensiveness"]}', flush=True)
@@ -166,7 +178,7 @@ def _layout(records: list[dict], ids: list[str], originals: list[list[str]], gen
 
 
 def plot_examples(records: list[dict], ids: list[str], originals: list[list[str]], label: str,
-                  path: pathlib.Path, genres: int = 3, width: int = 100) -> None:
+                  path: pathlib.Path, genres: int = 3, width: int = 112) -> None:
   """The synopses with each of their (first `genres`) predicted genres' words highlighted: green
   raises the genre's probability, red lowers it, strength relative to the synopsis's largest."""
   import matplotlib
@@ -221,6 +233,11 @@ def _met(ok: bool) -> str:
   return '**met**' if ok else '**NOT met**'
 
 
+def _ratio(comp: dict) -> str:
+  return (f'{comp["ratio"]:.1f}×' if comp['ratio'] is not None else
+          'random deletion raises the probability')
+
+
 def section(results: dict[str, Any] | None) -> list[str]:
   """RESULTS.md's attribution section (markdown lines) from attribution_results.json."""
   if not results or not results.get('models'):
@@ -230,7 +247,7 @@ def section(results: dict[str, Any] | None) -> list[str]:
   md = ['## Why a genre: word attributions', '',
         'Integrated gradients of each genre\'s calibrated logit with respect to the word '
         'embeddings, from a baseline of padding at every word (`python -m genre_jax.explain`, '
-        f'{steps}-point Gauss-Legendre quadrature); an ensemble\'s along the joint path of its '
+        'adaptive composite Gauss-Legendre quadrature); an ensemble\'s along the joint path of its '
         'members\' embeddings. Completeness error: |sum of the attributions - (logit - baseline '
         'logit)| / |logit - baseline logit|, over every predicted genre of every test synopsis. '
         'Comprehensiveness (ERASER): the mean drop of a predicted genre\'s probability when its '
@@ -238,33 +255,41 @@ def section(results: dict[str, Any] | None) -> list[str]:
         f'({results["draws"]} draws, seed {results["seed"]}). Machine: '
         f'{results["machine"]["cpu"]}, {results["machine"]["cores"]} cores.', '',
         '| model | test synopses | genre decisions | completeness error: mean / median / p95 / '
-        'max | > 1% | drop k=1: top / random | k=3 | k=5 | k=3 ratio |',
-        '|---|---:|---:|---|---:|---|---|---|---:|']
+        'max | > 1% | segments, s per synopsis | drop k=1: top / random | k=3 | k=5 | k=3 ratio |',
+        '|---|---:|---:|---|---:|---|---|---|---|---:|']
   for m in models:
     c, comp = m['completeness'], m['comprehensiveness']
     n = f'{m["test_texts"]}' + ('' if m['subsample_seed'] is None else
                                 f' of {m["test_split_size"]} (seed {m["subsample_seed"]})')
     drops = [f'{comp[str(k)]["top"]:.3f} / {comp[str(k)]["random"]:.3f}' for k in KS]
     md.append(f'| {m["label"]} | {n} | {c["pairs"]} | {c["mean"]:.2e} / {c["median"]:.2e} / '
-              f'{c["p95"]:.2e} / {c["max"]:.2e} | {c["over_1pct"]} | ' + ' | '.join(drops)
-              + f' | {comp["3"]["ratio"]:.1f}× |')
+              f'{c["p95"]:.2e} / {c["max"]:.2e} | {c["over_1pct"]} | {c["segments"]:.1f}, '
+              f'{c["seconds_per_synopsis"]:.2f} | ' + ' | '.join(drops)
+              + f' | {_ratio(comp["3"])} |')
   md.append('')
   for m in models:
-    c, ratio = m['completeness'], m['comprehensiveness']['3']['ratio']
-    md.append(f'- {m["label"]}: completeness error < 1% at {steps} steps: '
+    c, k3 = m['completeness'], m['comprehensiveness']['3']
+    md.append(f'- {m["label"]}: completeness error < 1%: '
               f'{_met(c["mean"] < TARGET_COMPLETENESS)} for the mean ({c["mean"]:.2e}), '
               f'{_met(c["max"] < TARGET_COMPLETENESS)} for every decision (max {c["max"]:.2e}, '
-              f'{c["over_1pct"]} of {c["pairs"]} above 1%); comprehensiveness at k=3 ≥ '
-              f'{TARGET_RATIO:.0f}× random: {_met(ratio >= TARGET_RATIO)} ({ratio:.1f}×).')
-  grid = sorted({int(s) for m in models for s in m['study']['completeness']})
-  md += ['', f'The default of {steps} steps: completeness error (mean / max) of the predicted '
-         'genres of validation synopses by number of steps:', '',
-         '| model | synopses | ' + ' | '.join(map(str, grid)) + ' |',
-         '|---|---:|' + '---|' * len(grid)]
+              f'{c["over_1pct"]} of {c["pairs"]} above 1%; at most {c["max_absolute"]:.3f} '
+              f'logits, {c["max_of_mass"]:.2%} of sum |a|); comprehensiveness at k=3 ≥ '
+              f'{TARGET_RATIO:.0f}× random: {_met(k3["met"])} ({_ratio(k3)}).')
+  grid = sorted({int(s) for m in models for s in m['study']['completeness']['adaptive']})
+  md += ['', f'The defaults ({steps} points per path segment, halving the worst segments while '
+         f'the error exceeds {models[0]["tolerance"]:.1%}, at most {models[0]["max_segments"]} '
+         'segments), chosen on validation synopses: completeness error (mean / max) of their '
+         'predicted genres by points per segment, adaptive (mean segments used) and on one '
+         'segment:', '',
+         '| model | synopses | ' + ' | '.join(f'{k} adaptive | {k} plain' for k in grid) + ' |',
+         '|---|---:|' + '---|' * (2 * len(grid))]
   for m in models:
     s = m['study']['completeness']
-    cells = [f'{s[str(k)]["mean"]:.1e} / {s[str(k)]["max"]:.1e}' if str(k) in s else '-'
-             for k in grid]
+    cells = []
+    for k in grid:
+      a, p = s['adaptive'].get(str(k)), s['plain'].get(str(k))
+      cells.append(f'{a["mean"]:.1e} / {a["max"]:.1e} ({a["segments"]:.1f})' if a else '-')
+      cells.append(f'{p["mean"]:.1e} / {p["max"]:.1e}' if p else '-')
     md.append(f'| {m["label"]} | {m["study"]["texts"]} | ' + ' | '.join(cells) + ' |')
   fig = results.get('figure')
   if fig:
@@ -279,7 +304,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--model', action='append', default=[], metavar='LABEL=WORKDIR')
   parser.add_argument('--subsample', action='append', default=[], metavar='LABEL=N')
-  parser.add_argument('--study_steps', type=int, nargs='+', default=[8, 16, 32, 64, 128])
+  parser.add_argument('--study_steps', type=int, nargs='+', default=[8, 16, 32, 64])
   parser.add_argument('--study_texts', type=int, default=100)
   parser.add_argument('--draws', type=int, default=3)
   parser.add_argument('--seed', type=int, default=0)

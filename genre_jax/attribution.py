@@ -87,7 +87,7 @@ def token_words(tokenizer, text: str, spans: list[tuple[int, int]], max_length: 
   """The word (index into `spans`) of each of the `length` tokens `tokenizer.encode` gives
   `text`: [length] int64, -1 for tokens of no word (special tokens, a word-less text's token)."""
   owner = np.full(length, -1, np.int64)
-  if tokenizer.to_dict().get('kind') == 'hf':
+  if getattr(tokenizer, 'kind', None) == 'hf':  # pretrained.HFTokenizer: by the pieces' offsets.
     enc = _offsets_tokenizer(tokenizer.to_dict()['tokenizer_json'], max_length).encode(text)
     starts = [s for s, _ in spans]
     for i, ((start, _), special) in enumerate(zip(enc.offsets[:length],
@@ -121,7 +121,7 @@ def resolve_genres(classes: Sequence[str], names: Sequence[str] | None,
   for entry in names:
     if not isinstance(entry, str):
       raise GenreJaxError(f'{what}: genres are strings, not {entry!r}.')
-    for name in (n.strip() for n in entry.split(',')):
+    for name in filter(None, (n.strip() for n in entry.split(','))):
       if name.casefold() not in index:
         raise GenreJaxError(f'{what}: unknown genre {name!r}; this run predicts: '
                             f'{", ".join(classes)}.')
@@ -443,4 +443,4 @@ def _record(text: str, spans, classes: list[str], genres: list[int], result, met
 
 
 def _sigmoid(z):
-  return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+  return np.exp(-np.logaddexp(0.0, -np.asarray(z, np.float64)))  # No overflow for any z.

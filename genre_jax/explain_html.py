@@ -48,8 +48,7 @@ def fragment(record: dict) -> str:
 
 def page(records: list[dict], title: str = 'Why these genres') -> str:
   """A self-contained HTML document of `records` (inline CSS, no script, no external file)."""
-  legend = ('Integrated gradients of each genre\'s calibrated logit (steps: '
-            f'{records[0]["steps"] if records else "-"}): '
+  legend = ('Integrated gradients of each genre\'s calibrated logit: '
             '<span class="w" style="background: rgba(22, 150, 70, .6)">green</span> words raise '
             'the genre\'s probability, <span class="w" style="background: rgba(210, 40, 40, .6)">'
             'red</span> words lower it; hover a word for its attribution.')

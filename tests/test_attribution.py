@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 import configs
+from experiments import attribution as experiments_attribution
 from genre_jax import attribution
 from genre_jax import calibration
 from genre_jax import inference
@@ -312,8 +313,30 @@ def test_a_planted_word_gets_the_top_attribution_pretrained(planted_jsonl, tiny_
 def _check_planted(run):
   texts = _planted_texts()
   assert len(texts) == 6
-  for r in attribution.explain(run, texts, genres=['Robot']):
+  records = attribution.explain(run, texts, genres=['Robot'])
+  for r in records:
     g = r['genres']['Robot']
     assert g['probability'] > 0.5, r  # The model learnt the rule ...
     top = r['words'][int(np.argmax(g['attributions']))]
     assert top == 'robot', (top, r)  # ... and the attribution names the word.
+  # Deleting the top word loses the genre; deleting a random word hardly changes it.
+  drop = experiments_attribution.comprehensiveness(run, records, ks=(1,), draws=3)['1']
+  assert drop['pairs'] == 6 and drop['top'] > 0.3 and drop['met'], drop
+
+
+def test_results_section_states_the_targets():
+  stats = dict(pairs=10, mean=0.002, median=0.001, p95=0.004, max=0.02, over_1pct=1,
+               max_absolute=0.01, max_of_mass=0.003, segments=2.5, seconds_per_synopsis=0.1)
+  comp = {str(k): dict(pairs=10, top=0.2, random=0.01, ratio=20.0, met=True) for k in (1, 3, 5)}
+  comp['3'] = dict(pairs=10, top=0.02, random=-0.01, ratio=None, met=True)
+  model = dict(label='Tuned CNN', test_texts=100, test_split_size=1005, subsample_seed=0,
+               steps=16, tolerance=0.005, max_segments=32, completeness=stats,
+               comprehensiveness=comp, command='python -m experiments.attribution',
+               study={'texts': 5, 'completeness': {'adaptive': {'16': stats},
+                                                    'plain': {'16': stats}}})
+  md = '\n'.join(experiments_attribution.section(
+      {'models': [model], 'draws': 3, 'seed': 0, 'machine': {'cpu': 'x', 'cores': 2}}))
+  assert '| Tuned CNN | 100 of 1005 (seed 0) | 10 |' in md
+  assert '**met** for the mean (2.00e-03), **NOT met** for every decision (max 2.00e-02' in md
+  assert 'random: **met** (random deletion raises the probability)' in md
+  assert experiments_attribution.section(None) == []
