@@ -426,6 +426,12 @@ def results_file(backend):
   return 'results.json' if backend == 'cpu' else f'results_{backend}.json'
 
 
+def _cpu(start) -> str:
+  """' (CPU s)' of a serving benchmark's warm starts, median, when recorded."""
+  cpu = [c for c in start.get('cpu_seconds') or [] if c is not None]
+  return f' ({sorted(cpu)[len(cpu) // 2]:.1f})' if cpu else ''
+
+
 def serve_section(r) -> str:
   """The HTTP server (`python -m benchmarks.serve`, benchmarks/serve_results.json)."""
   m, t = r.get('machine', {}), r['targets']
@@ -441,7 +447,8 @@ def serve_section(r) -> str:
       f'{r["duration_seconds"]:.0f} s each. Ready: from launching the server to its first '
       'answer of GET /healthz (every batch shape compiled or read from the cache).', '',
       '| model | one client: p50 / p90 / p99 ms | 64 clients: synopses/s | 64 clients: p50 / p99 '
-      'ms | errors | ready, warm cache, s | first start, empty cache, s | load average |',
+      'ms | errors | ready, warm cache, s (CPU s) | first start, empty cache, s | load average '
+      '|',
       '|---|---:|---:|---:|---:|---:|---:|---:|']
   for row in r['models']:
     lat, thr, start = row['latency'], row['throughput'], row['start']
@@ -451,7 +458,7 @@ def serve_section(r) -> str:
         f'{lat["p50_ms"]:.1f} / {lat["p90_ms"]:.1f} / '
         f'{lat["p99_ms"]:.1f} | {thr["synopses_per_second"]:,.0f} | {thr["p50_ms"]:.1f} / '
         f'{thr["p99_ms"]:.1f} | {lat["errors"] + thr["errors"]} | '
-        f'{start["warm_cache"]["median_healthz_seconds"]:.1f} | '
+        f'{start["warm_cache"]["median_healthz_seconds"]:.1f}{_cpu(start["warm_cache"])} | '
         f'{start["empty_cache"]["healthz_seconds"]:.1f} | '
         f'{lat["load_average"]:.2f}, {thr["load_average"]:.2f} |')
   lines.append('')

@@ -455,21 +455,23 @@ def test_serve_mistakes_are_one_line_and_status_2(export_dir, workdir, tmp_path)
 def test_benchmark_section_renders_figures_and_verdicts():
   from benchmarks import report, serve as serve_bench
 
-  def row(name, p50, rate, ready, errors=0):
+  def row(name, p50, rate, ready, errors=0, cpu=None):
     lat = {'p50_ms': p50, 'p90_ms': p50 * 2, 'p99_ms': p50 * 3, 'errors': errors,
            'load_average': 0.1}
     thr = {'synopses_per_second': rate, 'p50_ms': 20.0, 'p99_ms': 90.0, 'errors': 0,
            'load_average': 0.2}
     return {'name': name, 'model': name, 'latency': lat, 'throughput': thr,
-            'start': {'warm_cache': {'median_healthz_seconds': ready},
+            'start': {'warm_cache': {'median_healthz_seconds': ready, 'cpu_seconds': cpu},
                       'empty_cache': {'healthz_seconds': 30.0}}}
 
   results = {'command': 'python -m benchmarks.serve', 'date': '2026-01-01', 'clients': 64,
              'duration_seconds': 15, 'targets': serve_bench.TARGETS,
              'machine': {'cpu_model': 'CPU', 'usable_cpus': 2, 'memory_bytes': 2**34},
-             'models': [row('cnn', 1.5, 2500.0, 3.2), row('minilm', 75.0, 40.0, 6.1, errors=2)]}
+             'models': [row('cnn', 1.5, 2500.0, 3.2, cpu=[2.2, 2.0, 2.1]),
+                        row('minilm', 75.0, 40.0, 6.1, errors=2)]}
   text = report.serve_section(results)
-  assert '| cnn (cnn) | 1.5 / 3.0 / 4.5 | 2,500 | 20.0 / 90.0 | 0 | 3.2 | 30.0 |' in text
+  assert '| cnn (cnn) | 1.5 / 3.0 / 4.5 | 2,500 | 20.0 / 90.0 | 0 | 3.2 (2.1) | 30.0 |' in text
+  assert '| 6.1 | 30.0 |' in text  # No CPU time recorded.
   assert 'CNN p50 ≤ 10 ms for one synopsis: met (1.5 ms)' in text
   assert 'CNN ≥ 2,000 synopses/s under 64 clients: met (2,500)' in text
   assert 'MiniLM p50 ≤ 60 ms: **not met** (75.0 ms)' in text
