@@ -240,7 +240,7 @@ def prediction_records(model, texts: list[str], probs: np.ndarray,
   shown = (round(float(threshold), records.DIGITS) if np.ndim(threshold) == 0 else
            {g: round(float(t), records.DIGITS) for g, t in zip(labels, threshold)})
   out = records.prediction_records(texts, probs, labels, model.thresholds,
-                                   model.calibration.method, top_k)
+                                   model.calibration_method, top_k)
   for record, p in zip(out, probs):
     record['probabilities'] = {g: round(float(q), records.DIGITS) for g, q in zip(labels, p)}
     record['threshold'] = shown
@@ -301,7 +301,7 @@ class Api:
         'status': 'ok', 'kind': model.manifest['kind'], 'labels': model.labels,
         'models': [m.spec['model'] for m in model.members],
         'source_workdir': model.manifest['source_workdir'], 'explain': self.run is not None,
-        'calibration': model.calibration.method, 'max_batch': model.max_batch,
+        'calibration': model.calibration_method, 'max_batch': model.max_batch,
         'limits': dataclasses.asdict(self.limits)})
 
   async def page(self, request: Request) -> FileResponse:

@@ -39,7 +39,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from genre_jax import calibration as calibration_lib
 from genre_jax import records
 from genre_jax.errors import GenreJaxError
 
@@ -177,11 +176,22 @@ class Model:
     """The tuned threshold(s) in use: per-genre [G] when tuned, else the global float."""
     return records.threshold_in_use(self.thresholds)
 
+  @property
+  def calibration_method(self) -> str:
+    """How the probabilities are calibrated: 'temperature' or 'none'."""
+    return self.manifest['calibration']['method']
+
   @functools.cached_property
-  def calibration(self) -> calibration_lib.Calibration:
-    """The calibration of the final probabilities (a run's: inside its scorer; an ensemble's:
-    applied by `probabilities` to the logit of the combined members)."""
-    return _calibration(self.manifest['calibration'])
+  def calibration(self):
+    """The `calibration.Calibration` of the final probabilities (a run's: inside its scorer; an
+    ensemble's: applied by `probabilities` to the logit of the combined members). Imported on
+    use: scipy, which it needs, would slow every start."""
+    from genre_jax import calibration as calibration_lib
+    d = self.manifest['calibration']
+    per_genre = bool(d['per_genre'])
+    t = np.asarray(d['temperature'], np.float64)
+    return calibration_lib.Calibration(t if per_genre else float(t), d['method'], per_genre,
+                                       d.get('validation_nll'))
 
   @property
   def max_batch(self) -> int:
@@ -195,6 +205,7 @@ class Model:
     member_probs = [m.probabilities(texts) for m in self.members]
     if self.manifest['kind'] != 'ensemble':
       return member_probs[0]
+    from genre_jax import calibration as calibration_lib
     weights = self.manifest.get('weights')
     combined = np.average(np.stack(member_probs), axis=0, weights=weights).astype(np.float32)
     return self.calibration.probs(calibration_lib.logit(combined))
@@ -203,18 +214,11 @@ class Model:
     """The records of `python -m genre_jax.predict --json` (`records.prediction_records`)."""
     texts = list(texts)
     return records.prediction_records(texts, self.probabilities(texts), self.labels,
-                                      self.thresholds, self.calibration.method, top_k)
+                                      self.thresholds, self.calibration_method, top_k)
 
   def warm_up(self) -> int:
     """Compiles every shape `probabilities` will use; returns the number of compiled shapes."""
     return sum(m.warm_up() for m in self.members)
-
-
-def _calibration(d: dict[str, Any]) -> calibration_lib.Calibration:
-  per_genre = bool(d['per_genre'])
-  t = np.asarray(d['temperature'], np.float64)
-  return calibration_lib.Calibration(t if per_genre else float(t), d['method'], per_genre,
-                                     d.get('validation_nll'))
 
 
 def sha256(path: pathlib.Path) -> str:
