@@ -239,7 +239,8 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
   directory = pathlib.Path(directory)
   path = directory / MANIFEST
   if not directory.is_dir():
-    raise GenreJaxError(f'export directory {directory} does not exist; {_REEXPORT}.')
+    raise GenreJaxError(f'export directory {directory} does not exist; make it with python -m '
+                        f'genre_jax.export --workdir RUN --out {directory}.')
   try:
     manifest = json.loads(path.read_text(encoding='utf-8'))
     found, version, files = manifest['format'], manifest['format_version'], manifest['files']
