@@ -167,8 +167,22 @@ def _threshold_in_use(thresholds: dict[str, Any]):
   return np.asarray(per, np.float32) if per is not None else thresholds['global']
 
 
+class _Calibrated:
+  """Calibrated probabilities from a class's `logits_and_loss(texts, labels=None)` and
+  `calibration`."""
+
+  def probs(self, texts: list[str]) -> np.ndarray:
+    """[n, G] float32 calibrated probabilities for raw texts."""
+    return self.calibration.probs(self.logits_and_loss(texts)[0])
+
+  def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Calibrated probabilities [n, G] of raw texts and `logits_and_loss`' loss."""
+    z, loss = self.logits_and_loss(texts, labels)
+    return self.calibration.probs(z), loss
+
+
 @dataclasses.dataclass
-class Run:
+class Run(_Calibrated):
   """A trained run loaded from its workdir."""
   workdir: pathlib.Path
   config: ml_collections.ConfigDict
@@ -206,15 +220,6 @@ class Run:
     bs = batch_size_for(len(texts), self.config.eval_batch_size, self.mesh)
     return predict_logits(self.model, tokens, lengths, labels, batch_size=bs, mesh=self.mesh)
 
-  def probs(self, texts: list[str]) -> np.ndarray:
-    """[n, G] float32 calibrated probabilities for raw texts."""
-    return self.calibration.probs(self.logits_and_loss(texts)[0])
-
-  def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
-    """Calibrated probabilities [n, G] of raw texts and `logits_and_loss`' loss."""
-    z, loss = self.logits_and_loss(texts, labels)
-    return self.calibration.probs(z), loss
-
   def load_data(self, encode: tuple[str, ...] | None = None) -> pipeline.PreparedData:
     """The run's data set with its saved split and label set, tokenised by this run: the splits
     in `encode` (default all three; `('test',)` to score the test split)."""
@@ -225,7 +230,7 @@ class Run:
 
 
 @dataclasses.dataclass
-class Ensemble:
+class Ensemble(_Calibrated):
   """Several compatible runs whose probabilities are averaged (arithmetic mean, or a weighted
   mean with `weights` [members] summing to 1, as `python -m genre_jax.ensemble --weights tuned`
   chooses them on validation).
@@ -275,15 +280,6 @@ class Ensemble:
     probs = self.combine(self.member_probs(texts, labels))
     loss = 0.0 if labels is None else losses.binary_cross_entropy(probs, labels)
     return calibration_lib.logit(probs), loss
-
-  def probs(self, texts: list[str]) -> np.ndarray:
-    """[n, G] float32 calibrated probabilities for raw texts."""
-    return self.calibration.probs(self.logits_and_loss(texts)[0])
-
-  def probs_and_loss(self, texts: list[str], labels: np.ndarray) -> tuple[np.ndarray, float]:
-    """Calibrated probabilities [n, G] of raw texts and `logits_and_loss`' loss."""
-    z, loss = self.logits_and_loss(texts, labels)
-    return self.calibration.probs(z), loss
 
   def load_data(self, encode: tuple[str, ...] | None = None) -> pipeline.PreparedData:
     """The members' data set and split (read through the first member; `encode` as there)."""
