@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shlex
 import sys
@@ -274,7 +275,9 @@ def section(results: dict[str, Any] | None) -> list[str]:
               f'{_met(c["max"] < TARGET_COMPLETENESS)} for every decision (max {c["max"]:.2e}, '
               f'{c["over_1pct"]} of {c["pairs"]} above 1%; at most {c["max_absolute"]:.3f} '
               f'logits, {c["max_of_mass"]:.2%} of sum |a|); comprehensiveness at k=3 ≥ '
-              f'{TARGET_RATIO:.0f}× random: {_met(k3["met"])} ({_ratio(k3)}).')
+              f'{TARGET_RATIO:.0f}× random: {_met(k3["met"])} ({_ratio(k3)}). Load average '
+              f'when it started: {m["load_average"]["start"][0]:.1f} (other jobs shared the '
+              'machine; the seconds are wall time).')
   grid = sorted({int(s) for m in models for s in m['study']['completeness']['adaptive']})
   md += ['', f'The defaults ({steps} points per path segment, halving the worst segments while '
          f'the error exceeds {models[0]["tolerance"]:.1%}, at most {models[0]["max_segments"]} '
@@ -317,29 +320,34 @@ def main(argv=None):
   from genre_jax import host, inference
   host.keep_freed_memory()
   inference.enable_compilation_cache()
+  from genre_jax import workdir as workdir_lib
   out = pathlib.Path(args.out)
+  (out / 'figures').mkdir(parents=True, exist_ok=True)
   path = out / RESULTS_FILE
-  old = json.loads(path.read_text()) if args.append and path.exists() else {}
+  record = json.loads(path.read_text()) if args.append and path.exists() else {'models': []}
   command = 'python -m experiments.attribution ' + shlex.join(sys.argv[1:] if argv is None
                                                                else argv)
-  subsample = {k: int(v) for k, v in (s.split('=', 1) for s in args.subsample)}
-  models = [m for m in old.get('models', []) if m['label'] not in
-            {spec.split('=', 1)[0] for spec in args.model}]
-  for spec in args.model:
-    label, workdir = spec.split('=', 1)
-    models.append({**measure(label, workdir, study_steps=args.study_steps,
-                             study_texts=args.study_texts, subsample=subsample.get(label),
-                             draws=args.draws, seed=args.seed), 'command': command})
-  record = {**old, 'date': time.strftime('%Y-%m-%d'), 'machine': report_lib.machine_info(),
-            'seed': args.seed, 'draws': args.draws, 'ks': list(KS), 'models': models}
+
+  def save():  # After each model: a crash keeps what was measured.
+    record.update(date=time.strftime('%Y-%m-%d'), machine=report_lib.machine_info(),
+                  seed=args.seed, draws=args.draws, ks=list(KS))
+    workdir_lib.write_json(path, record)
+
   if args.figure_model:
-    (out / 'figures').mkdir(parents=True, exist_ok=True)
     record['figure'] = {**figure(args.figure_model, args.figure_label or args.figure_model,
                                  out / 'figures' / FIGURE), 'command': command}
-  from genre_jax import workdir as workdir_lib
-  workdir_lib.write_json(path, record)
+    save()
+  subsample = {k: int(v) for k, v in (s.split('=', 1) for s in args.subsample)}
+  for spec in args.model:
+    label, workdir = spec.split('=', 1)
+    load = os.getloadavg()
+    entry = {**measure(label, workdir, study_steps=args.study_steps,
+                       study_texts=args.study_texts, subsample=subsample.get(label),
+                       draws=args.draws, seed=args.seed),
+             'command': command, 'load_average': {'start': load, 'end': os.getloadavg()}}
+    record['models'] = [m for m in record['models'] if m['label'] != label] + [entry]
+    save()
   print('\n'.join(section(record)))
-
 
 if __name__ == '__main__':
   main()

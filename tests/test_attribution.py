@@ -329,7 +329,7 @@ def test_results_section_states_the_targets():
                max_absolute=0.01, max_of_mass=0.003, segments=2.5, seconds_per_synopsis=0.1)
   comp = {str(k): dict(pairs=10, top=0.2, random=0.01, ratio=20.0, met=True) for k in (1, 3, 5)}
   comp['3'] = dict(pairs=10, top=0.02, random=-0.01, ratio=None, met=True)
-  model = dict(label='Tuned CNN', test_texts=100, test_split_size=1005, subsample_seed=0,
+  model = dict(label='Tuned CNN', test_texts=100, load_average={'start': [1.0, 1.0, 1.0]}, test_split_size=1005, subsample_seed=0,
                steps=16, tolerance=0.005, max_segments=32, completeness=stats,
                comprehensiveness=comp, command='python -m experiments.attribution',
                study={'texts': 5, 'completeness': {'adaptive': {'16': stats},
