@@ -188,13 +188,14 @@ def plot_examples(records: list[dict], ids: list[str], originals: list[list[str]
   from genre_jax import explain_html
   lines = _layout(records, ids, originals, genres, width)
   char, height, label_chars = 0.0063, 0.24, 22  # Monospace: axes fraction per char, inch per line.
-  fig = plt.figure(figsize=(13, height * (len(lines) + 2)))
+  fig = plt.figure(figsize=(13, height * (len(lines) + 3)))
   ax = fig.add_axes((0.01, 0.0, 0.98, 1.0))
   ax.set_axis_off()
-  step = 1 / (len(lines) + 2)
-  ax.text(0, 1 - step, f'{label}: integrated gradients of each predicted genre\'s calibrated '
-          'logit (green raises it, red lowers it)', fontsize=11, weight='bold', va='center')
-  for row, (kind, content) in enumerate(lines, start=2):
+  step = 1 / (len(lines) + 3)
+  ax.text(0, 1 - step, label, fontsize=11, weight='bold', va='center')
+  ax.text(0, 1 - 2 * step, 'Integrated gradients of each predicted genre\'s calibrated logit: '
+          'green words raise it, red words lower it.', fontsize=10, va='center')
+  for row, (kind, content) in enumerate(lines, start=3):
     y = 1 - row * step
     if kind == 'head':
       ax.text(0, y, content, fontsize=10, weight='bold', va='center')
