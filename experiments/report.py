@@ -6,8 +6,8 @@ and `metrics.jsonl` (written by `experiments.reproduce`), `<runs>/machine.json` 
 are missing are reported as missing, and the file says "PARTIAL" until every row has 3 seeds.
 
 Everything RESULTS.md shows is stored in results.json (the per-run parts as rendered lines under
-`sections`), so `--from-results` redraws RESULTS.md from results.json, search_results.json and
-discussion.md alone, without the run directories (the figures are left as they are).
+`sections`), so `--from-results` redraws RESULTS.md from results.json, search_results.json,
+calibration_results.json, attribution_results.json and discussion.md alone, without the run directories (the figures are left as they are).
 
 Run:
   python -m experiments.report [--runs runs/experiments] [--out experiments]
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments import attribution
 from experiments import search
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -826,19 +827,22 @@ def write_results(runs: pathlib.Path, out: pathlib.Path,
 
 
 def render(out: pathlib.Path) -> None:
-  """Writes `out`/RESULTS.md from `out`/results.json, search_results.json and discussion.md only
-  (no run directories; the figures are left as they are)."""
+  """Writes `out`/RESULTS.md from `out`/results.json, search_results.json,
+  calibration_results.json, attribution_results.json and discussion.md only (no run directories;
+  the figures are left as they are)."""
   summary = json.loads((out / 'results.json').read_text())
   search_results = _read_json(out / 'search_results.json') or {}
   discussion = out / 'discussion.md'
   text = markdown(summary, search_results,
                   discussion.read_text() if discussion.exists() else None,
-                  calibration=_read_json(out / 'calibration_results.json'))
+                  calibration=_read_json(out / 'calibration_results.json'),
+                  attributions=_read_json(out / attribution.RESULTS_FILE))
   (out / 'RESULTS.md').write_text(text)
 
 
 def markdown(summary: dict[str, Any], search_results: dict, discussion: str | None,
-             calibration: dict[str, Any] | None = None) -> str:
+             calibration: dict[str, Any] | None = None,
+             attributions: dict[str, Any] | None = None) -> str:
   """RESULTS.md's text from the summary that `write_results` stores in results.json."""
   sections = summary.get('sections', {})
   made = sections.get('figures', {})
@@ -891,6 +895,7 @@ def markdown(summary: dict[str, Any], search_results: dict, discussion: str | No
   md += calibration_section(calibration)
   if best and sections.get('examples'):
     md += ['## Example predictions', ''] + sections['examples'] + ['']
+  md += attribution.section(attributions)
   if best and sections.get('error_analysis'):
     md += ['## Where the models fail', ''] + sections['error_analysis'] + ['']
   md += ['## Hyperparameter search (validation split only)', ''] + SEARCH_PROTOCOL + ['']
