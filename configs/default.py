@@ -2,8 +2,8 @@
 
 Every other config imports this file (`from configs import default`) and sets only the fields
 that make it that variant. The `model` section holds the union of all architectures' fields, so
-that `--config.model.name=lstm` works from any config file. Two training recipes shared by
-several variants are functions here: `seed_report` and `searched`.
+that `--config.model.name=lstm` works from any config file. Three training recipes shared by
+several variants are functions here: `seed_report`, `searched` and `distilled`.
 
 Run:
   python -m genre_jax.train --config configs/default.py --workdir runs/default
@@ -139,4 +139,16 @@ def searched(config):
   config.model.update(word_dropout=0.3, dropout=0.5, dense_size=0)
   config.update(lr_schedule='cosine', warmup_epochs=0.5, grad_clip_norm=1.0,
                 early_stopping_patience=2)
+  return config
+
+
+def distilled(config):
+  """What the distilled CNN, LSTM and CNN->LSTM share (`python -m experiments.search --arch
+  distill_*`, on the validation split): 4 teacher-labelled perturbed copies of each training
+  synopsis without hard labels, the encoder's WordPiece ids embedded by its frozen input
+  embeddings (projected to `embed_dim`), and word dropout 0.1 (the copies already drop words).
+  The teacher comes from `--config.distill.teacher`."""
+  config.distill.update(augment_copies=4, copy_hard_labels=False)
+  config.data.tokenizer = 'wordpiece'
+  config.model.update(embed_init='pretrained', embed_trainable=False, word_dropout=0.1)
   return config

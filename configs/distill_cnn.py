@@ -18,11 +18,8 @@ Run (the teacher's scores of the 5 x 7,973 synopses are computed once and cached
 """
 
 from configs import cnn
+from configs import default
 
 
 def get_config():
-  config = cnn.get_config()
-  config.distill.update(augment_copies=4, copy_hard_labels=False)
-  config.data.tokenizer = 'wordpiece'
-  config.model.update(embed_init='pretrained', embed_trainable=False, word_dropout=0.1)
-  return config
+  return default.distilled(cnn.get_config())

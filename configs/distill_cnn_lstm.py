@@ -15,11 +15,8 @@ Run:
 """
 
 from configs import cnn_lstm
+from configs import default
 
 
 def get_config():
-  config = cnn_lstm.get_config()
-  config.distill.update(augment_copies=4, copy_hard_labels=False)
-  config.data.tokenizer = 'wordpiece'
-  config.model.update(embed_init='pretrained', embed_trainable=False, word_dropout=0.1)
-  return config
+  return default.distilled(cnn_lstm.get_config())

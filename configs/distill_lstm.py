@@ -13,12 +13,9 @@ Run:
       --config.distill.teacher=runs/minilm
 """
 
+from configs import default
 from configs import lstm
 
 
 def get_config():
-  config = lstm.get_config()
-  config.distill.update(augment_copies=4, copy_hard_labels=False)
-  config.data.tokenizer = 'wordpiece'
-  config.model.update(embed_init='pretrained', embed_trainable=False, word_dropout=0.1)
-  return config
+  return default.distilled(lstm.get_config())
