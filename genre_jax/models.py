@@ -191,7 +191,31 @@ def _maybe(layer, x: jax.Array) -> jax.Array:
   return x if layer is None else layer(x)
 
 
-class LSTMClassifier(Classifier):
+class WordClassifier(Classifier):
+  """The base of the lstm, cnn and cnn_lstm architectures: a token embedding (random, or the
+  pretrained encoder's input embeddings, see `_embedding`), then word and embedding dropout."""
+
+  def _init_embedding(self, cfg: ml_collections.ConfigDict, vocab_size: int, pad_id: int,
+                      rngs: nnx.Rngs) -> None:
+    self.embed, self.embed_frozen = _embedding(cfg, vocab_size, pad_id, rngs)
+    self.word_dropout = _word_dropout(cfg, rngs)
+    self.embed_dropout = nnx.Dropout(cfg.embed_dropout, rngs=rngs)
+
+  @property
+  def trainable(self) -> nnx.filterlib.Filter:
+    """The parameters to optimise: all, or all but a frozen pretrained embedding table."""
+    return _ALL_BUT_TABLE if self.embed_frozen else nnx.Param
+
+  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+    """tokens [batch, L] int32 -> [batch, L, embed_dim] float32."""
+    return self.embed(tokens)
+
+  def _dropped(self, x: jax.Array) -> jax.Array:
+    """x [batch, L, embed_dim] with word and embedding dropout (training mode only)."""
+    return self.embed_dropout(_maybe(self.word_dropout, x))
+
+
+class LSTMClassifier(WordClassifier):
   """Embedding -> [Conv1D -> average pooling] -> LSTM -> summary -> head.
 
   With `conv=None` this is the `lstm` architecture, otherwise `cnn_lstm`.
@@ -200,9 +224,7 @@ class LSTMClassifier(Classifier):
   def __init__(self, cfg: ml_collections.ConfigDict, *, vocab_size: int, num_labels: int,
                pad_id: int, conv: bool, rngs: nnx.Rngs):
     self.pooling = _check_pooling(cfg.pooling)
-    self.embed, self.embed_frozen = _embedding(cfg, vocab_size, pad_id, rngs)
-    self.word_dropout = _word_dropout(cfg, rngs)
-    self.embed_dropout = nnx.Dropout(cfg.embed_dropout, rngs=rngs)
+    self._init_embedding(cfg, vocab_size, pad_id, rngs)
     features = cfg.embed_dim
     if conv:
       self.conv = layers.Conv1D(features, cfg.conv_filters, cfg.conv_kernel_sizes,
@@ -218,18 +240,9 @@ class LSTMClassifier(Classifier):
     self.head = layers.Head(summary_features, num_labels, dense_size=cfg.dense_size,
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
 
-  @property
-  def trainable(self) -> nnx.filterlib.Filter:
-    """The parameters to optimise: all, or all but a frozen pretrained embedding table."""
-    return _ALL_BUT_TABLE if self.embed_frozen else nnx.Param
-
-  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
-    """tokens [batch, L] int32 -> [batch, L, embed_dim] float32."""
-    return self.embed(tokens)
-
   def from_embeddings(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
     """x [batch, L, embed_dim], lengths [batch] int32 -> logits [batch, num_labels] float32."""
-    x = self.embed_dropout(_maybe(self.word_dropout, x))
+    x = self._dropped(x)
     if self.conv is not None:
       x = self.conv(x, lengths)
       if self.conv_pool_size > 1:
@@ -246,32 +259,21 @@ class LSTMClassifier(Classifier):
     return self.head(summary)
 
 
-class CNNClassifier(Classifier):
+class CNNClassifier(WordClassifier):
   """Embedding -> Conv1D (several widths) -> pooling over time -> head."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, vocab_size: int, num_labels: int,
                pad_id: int, rngs: nnx.Rngs):
     self.pooling = _check_pooling(cfg.pooling)
-    self.embed, self.embed_frozen = _embedding(cfg, vocab_size, pad_id, rngs)
-    self.word_dropout = _word_dropout(cfg, rngs)
-    self.embed_dropout = nnx.Dropout(cfg.embed_dropout, rngs=rngs)
+    self._init_embedding(cfg, vocab_size, pad_id, rngs)
     self.conv = layers.Conv1D(cfg.embed_dim, cfg.conv_filters, cfg.conv_kernel_sizes,
                               activation=cfg.conv_activation, rngs=rngs)
     self.head = layers.Head(self.conv.out_features, num_labels, dense_size=cfg.dense_size,
                             activation=cfg.dense_activation, dropout=cfg.dropout, rngs=rngs)
 
-  @property
-  def trainable(self) -> nnx.filterlib.Filter:
-    """The parameters to optimise: all, or all but a frozen pretrained embedding table."""
-    return _ALL_BUT_TABLE if self.embed_frozen else nnx.Param
-
-  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
-    """tokens [batch, L] int32 -> [batch, L, embed_dim] float32."""
-    return self.embed(tokens)
-
   def from_embeddings(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
     """x [batch, L, embed_dim], lengths [batch] int32 -> logits [batch, num_labels] float32."""
-    x = self.embed_dropout(_maybe(self.word_dropout, x))
+    x = self._dropped(x)
     x = self.conv(x, lengths)
     return self.head(layers.pool_over_time(x, lengths, self.pooling))
 
