@@ -1,6 +1,6 @@
 """The HTTP server's latency, throughput and start time (`python -m genre_jax.serve --export`).
 
-  python -m benchmarks.serve                          # the tuned CNN and the fine-tuned MiniLM
+  python -m benchmarks.serve [--cnn DIR] [--minilm DIR]   # the tuned CNN and the fine-tuned MiniLM
   python -m benchmarks.serve --models cnn --duration 5 --out /tmp/serve.json   # smoke run
 
 For each model: its workdir is copied (a copy without calibration.json gets it from the training
@@ -44,8 +44,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # stop at 8 synopses: on two cores larger ones score no more synopses per second (and each batch
 # size is one more program to compile or load at start).
 MODELS = {
-    'cnn': ('/tmp/repro/cnn/seed0', 'configs/cnn.py', []),
-    'minilm': ('/work/teacher/minilm', 'configs/minilm.py', ['--max_batch', '8']),
+    'cnn': ('runs/experiments/cnn/seed0', 'configs/cnn.py', []),
+    'minilm': ('runs/experiments/minilm/seed0', 'configs/minilm.py', ['--max_batch', '8']),
 }
 TARGETS = {'cnn_p50_ms': 10.0, 'cnn_synopses_per_second': 2000.0, 'minilm_p50_ms': 60.0,
            'ready_seconds_warm_cache': 5.0, 'errors': 0}
@@ -226,7 +226,7 @@ def measure(model: dict, texts: list[str], work: pathlib.Path, args) -> dict:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', default='cnn,minilm', help=f'of {",".join(MODELS)}')
-  parser.add_argument('--cnn', default=MODELS['cnn'][0], help='the tuned CNN\'s workdir (read)')
+  parser.add_argument('--cnn', default=MODELS['cnn'][0], help='the tuned CNN\'s workdir (read; default: experiments.reproduce\'s)')
   parser.add_argument('--minilm', default=MODELS['minilm'][0], help='the MiniLM\'s workdir')
   parser.add_argument('--duration', type=int, default=15, help='seconds per wrk run')
   parser.add_argument('--starts', type=int, default=3, help='starts with a warm cache')
