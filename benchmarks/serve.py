@@ -226,7 +226,8 @@ def measure(model: dict, texts: list[str], work: pathlib.Path, args) -> dict:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', default='cnn,minilm', help=f'of {",".join(MODELS)}')
-  parser.add_argument('--cnn', default=MODELS['cnn'][0], help='the tuned CNN\'s workdir (read; default: experiments.reproduce\'s)')
+  parser.add_argument('--cnn', default=MODELS['cnn'][0],
+                      help='the tuned CNN\'s workdir (read; default: experiments.reproduce\'s)')
   parser.add_argument('--minilm', default=MODELS['minilm'][0], help='the MiniLM\'s workdir')
   parser.add_argument('--duration', type=int, default=15, help='seconds per wrk run')
   parser.add_argument('--starts', type=int, default=3, help='starts with a warm cache')
