@@ -85,7 +85,7 @@ def scoring_function(run: inference.Run):
 
   def score(params, tokens, lengths):
     model = nnx.merge(graphdef, jax.tree.unflatten(treedef, [params[n] for n in names]),
-                      jax.tree.map(inference._placeholder, abstract_rest))  # RNGs: unused.
+                      jax.tree.map(inference.placeholder, abstract_rest))  # RNGs: unused.
     logits = model(tokens, lengths).astype(jnp.float32)
     return jax.nn.sigmoid(calibration.logits(logits)).astype(jnp.float32)
 
@@ -99,13 +99,13 @@ def tokenizer_json(tokenizer, max_length: int) -> tuple[str, int]:
   if isinstance(tokenizer, text_lib.WordTokenizer):
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
         {w: i for i, w in enumerate(tokenizer.vocab)}, unk_token=text_lib.OOV))
-    tok.normalizer = text_lib._normalizer(tokenizer.lowercase)  # The word tokenizer's own.
-    tok.pre_tokenizer = text_lib._pre_tokenizer()
+    tok.normalizer = text_lib.normalizer(tokenizer.lowercase)  # The word tokenizer's own.
+    tok.pre_tokenizer = text_lib.pre_tokenizer()
     empty_id = tokenizer.oov_id
   elif tokenizer.to_dict().get('kind') == 'hf':
     tok = tokenizers.Tokenizer.from_str(tokenizer.to_dict()['tokenizer_json'])
     tok.no_padding()
-    empty_id = tokenizer._unk_id  # As HFTokenizer.encode gives a text without ids.
+    empty_id = tokenizer.unk_id  # As HFTokenizer.encode gives a text without ids.
   else:
     raise GenreJaxError(f'cannot export a tokenizer of kind {tokenizer.to_dict().get("kind")!r}.')
   tok.enable_truncation(max_length)
@@ -256,7 +256,7 @@ def _replace(tmp: pathlib.Path, out: pathlib.Path) -> None:
   if out.exists():
     os.rename(out, old)
   os.rename(tmp, out)
-  workdir_lib._fsync_directory(out.parent)
+  workdir_lib.fsync_directory(out.parent)
   shutil.rmtree(old, ignore_errors=True)
 
 

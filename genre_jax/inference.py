@@ -356,7 +356,7 @@ def batch_size_for(n: int, eval_batch_size: int, mesh) -> int:
   return -(-want // d) * d
 
 
-def _placeholder(x: jax.ShapeDtypeStruct) -> jax.Array:
+def placeholder(x: jax.ShapeDtypeStruct) -> jax.Array:
   """A concrete value for non-parameter state (RNG keys and counters), unused in evaluation."""
   if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
     return jax.random.split(jax.random.key(0), x.shape) if x.shape else jax.random.key(0)
@@ -383,7 +383,7 @@ def load_run(workdir: str | pathlib.Path) -> Run | Ensemble:
   labels = text_lib.LabelEncoder.from_dict(meta['labels'])
   # Built abstractly (no initialiser runs or compiles), then filled from the checkpoint.
   model = nnx.eval_shape(lambda: models.build_model(config, tokenizer, len(labels.classes)))
-  nnx.update(model, jax.tree.map(_placeholder, nnx.state(model, nnx.Not(nnx.Param))))
+  nnx.update(model, jax.tree.map(placeholder, nnx.state(model, nnx.Not(nnx.Param))))
   mesh = parallel.make_mesh()
   ckpts.restore(checkpoint.BEST, mesh, model)
   model.eval()

@@ -405,7 +405,7 @@ class HFTokenizer:
     self.pad_id = int(pad if pad is not None else 0)
     self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
     unk = self._tok.token_to_id('[UNK]')
-    self._unk_id = self.pad_id if unk is None else int(unk)
+    self.unk_id = self.pad_id if unk is None else int(unk)
 
   @classmethod
   def from_dir(cls, path: str | pathlib.Path) -> 'HFTokenizer':
@@ -419,7 +419,7 @@ class HFTokenizer:
     tokens = np.full((len(encodings), max_length), self.pad_id, np.int32)
     lengths = np.ones(len(encodings), np.int32)
     for i, enc in enumerate(encodings):
-      ids = enc.ids or [self._unk_id]  # Never length 0, as the word tokenizer.
+      ids = enc.ids or [self.unk_id]  # Never length 0, as the word tokenizer.
       tokens[i, :len(ids)] = ids
       lengths[i] = len(ids)
     return tokens, lengths

@@ -176,7 +176,7 @@ def _write_atomically(path: pathlib.Path, data: str | bytes, mode: str, before_r
   if before_rename is not None:
     before_rename()
   os.replace(tmp, path)
-  _fsync_directory(path.parent)
+  fsync_directory(path.parent)
 
 
 def write_json(path: pathlib.Path, obj: Any, **kwargs) -> None:
@@ -192,7 +192,7 @@ def _json_default(x):
   raise TypeError(f'not JSON serialisable: {type(x)}')
 
 
-def _fsync_directory(path: pathlib.Path) -> None:
+def fsync_directory(path: pathlib.Path) -> None:
   fd = os.open(path, os.O_RDONLY)
   try:
     os.fsync(fd)

@@ -75,7 +75,7 @@ class WordTokenizer:
     self.vocab = list(vocab)
     self.lowercase = lowercase
     self._index = {w: i for i, w in enumerate(self.vocab)}
-    self._normalizer = _normalizer(lowercase)
+    self._normalizer = normalizer(lowercase)
 
   @classmethod
   def fit(cls, texts: Iterable[str], vocab_size: int, min_count: int = 1,
@@ -186,14 +186,14 @@ def encode_into(encode: Callable[[Sequence[str], int], tuple[np.ndarray, np.ndar
     tokens[start:stop] = chunk
 
 
-def _normalizer(lowercase: bool):
+def normalizer(lowercase: bool):
   """The `tokenizers` normalizer of word tokens: NFKC, then lower-casing."""
   from tokenizers import normalizers
   return normalizers.Sequence(
       [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
 
 
-def _pre_tokenizer():
+def pre_tokenizer():
   """The `tokenizers` pre-tokenizer that defines words: split on whitespace, drop punctuation."""
   from tokenizers import pre_tokenizers
   return pre_tokenizers.Sequence(
@@ -201,7 +201,7 @@ def _pre_tokenizer():
 
 
 class _Splitter:
-  """Splits normalised text into words exactly as `_pre_tokenizer()` does, with one regex.
+  """Splits normalised text into words exactly as `pre_tokenizer()` does, with one regex.
 
   The pre-tokenizer splits at characters that are whitespace or punctuation to it, whatever their
   neighbours, and removes them: the words are the maximal runs of the other characters. Which
@@ -211,7 +211,7 @@ class _Splitter:
   """
 
   def __init__(self):
-    self._pre_tokenizer = _pre_tokenizer()
+    self._pre_tokenizer = pre_tokenizer()
     self._lock = threading.Lock()
     self._known, self._separators = frozenset(), frozenset()
     self._learn(set(map(chr, range(128))))
