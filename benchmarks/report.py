@@ -555,6 +555,30 @@ def distill_section(r) -> str:
   return '\n'.join(lines + ['']) + '\n'
 
 
+def explain_section(r) -> str:
+  """`explain` on one synopsis in a cold process (`python -m benchmarks.explain`,
+  benchmarks/explain_results.json), beside `predict` in the same conditions."""
+  m = r.get('machine', {})
+  lines = [
+      '## Explaining one synopsis', '',
+      f'Command: `{r["command"]}` ({r["date"]}; {m.get("cpu_model", "this machine")}, '
+      f'{m.get("usable_cpus", "?")} cores; load average {r["load_average_at_start"][0]:.2f} '
+      f'before, {r["load_average_at_end"][0]:.2f} after). `python -m genre_jax.explain --workdir '
+      f'{r["workdir"]} "{r["synopsis"]}"` as a fresh process (imports, loading the run, '
+      'attributions of the predicted genres, printing), the compilation cache filled by one '
+      'first run; medians of the runs after it, wall and CPU (user + system) seconds.', '',
+      '| command | wall s (median) | CPU s (median) | first run, empty cache, s | runs |',
+      '|---|---:|---:|---:|---:|']
+  for name in ('explain', 'predict'):
+    t = r[name]
+    lines.append(f'| {name} | {t["seconds"]:.2f} | {t["cpu_seconds"]:.2f} | '
+                 f'{t["first_seconds"]:.2f} | {len(t["repeat_seconds"])} |')
+  verdict_ = 'met' if r['explain']['seconds'] <= r['target_seconds'] else '**not met**'
+  lines += ['', f'- explain ≤ {r["target_seconds"]:.0f} s on one synopsis, cold process, warm '
+            f'cache: {verdict_} ({r["explain"]["seconds"]:.2f} s).']
+  return '\n'.join(lines + ['']) + '\n'
+
+
 def document(repo: pathlib.Path) -> str:
   """BENCHMARKS.md: the CPU run (benchmarks/results.json), the data-layer scaling run
   (benchmarks/scale_results.json), then the GPU run, if one was made."""
@@ -563,6 +587,7 @@ def document(repo: pathlib.Path) -> str:
   scaled = repo / 'benchmarks' / 'scale_results.json'
   served = repo / 'benchmarks' / 'serve_results.json'
   distilled = repo / 'benchmarks' / 'distill_speed_results.json'
+  explained = repo / 'benchmarks' / 'explain_results.json'
   parts = [markdown(json.loads(cpu.read_text()))] if cpu.exists() else []
   if scaled.exists():
     parts.append(scale_section(json.loads(scaled.read_text())))
@@ -570,6 +595,8 @@ def document(repo: pathlib.Path) -> str:
     parts.append(serve_section(json.loads(served.read_text())))
   if distilled.exists():
     parts.append(distill_section(json.loads(distilled.read_text())))
+  if explained.exists():
+    parts.append(explain_section(json.loads(explained.read_text())))
   if gpu.exists():
     r = json.loads(gpu.read_text())
     names = ', '.join(g.split(',')[0] for g in r['machine'].get('gpus', [])) or 'GPU'

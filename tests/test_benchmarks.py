@@ -52,6 +52,23 @@ def test_report_renders_every_section_and_flags_missed_targets():
   assert 'predict: 5.00 s > 3 s' in missed
 
 
+def _timing(s):
+  return {'seconds': s, 'cpu_seconds': s - 0.1, 'first_seconds': s + 4, 'repeat_seconds': [s] * 5}
+
+
+def test_explain_section_shows_both_commands_and_the_verdict():
+  from benchmarks import report
+  r = {'command': 'python -m benchmarks.explain --workdir w', 'date': '2026-01-01',
+       'machine': {'cpu_model': 'x', 'usable_cpus': 2}, 'workdir': 'w', 'synopsis': 'A.',
+       'target_seconds': 3.0, 'load_average_at_start': [0.5], 'load_average_at_end': [0.7],
+       'explain': _timing(2.5), 'predict': _timing(2.0)}
+  text = report.explain_section(r)
+  assert '| explain | 2.50 | 2.40 | 6.50 | 5 |' in text and '| predict | 2.00 |' in text
+  assert 'cold process, warm cache: met (2.50 s)' in text
+  r['explain'] = _timing(3.2)
+  assert 'warm cache: **not met** (3.20 s)' in report.explain_section(r)
+
+
 def test_paired_matmul_fraction_pairs_each_step_run_with_a_matmul():
   import statistics
   import time
