@@ -87,6 +87,8 @@ TARGET_MINILM_MICRO_F1 = 0.65  # Test micro-F1, mean of 3 seeds, of the fine-tun
 # Distillation targets (test, mean of 3 seeds): the distilled CNN's micro- and macro-F1, and how
 # close the best distilled model (chosen on validation) comes to its teacher.
 TARGET_DISTILL_CNN = {'micro_f1': 0.62, 'macro_f1': 0.50}
+TARGET_DISTILL_CNN_SPEED = 4000.0  # Synopses/s, scoring alone, batches of 256.
+TARGET_SPEEDUP = 10.0  # Times the teacher's synopses/s.
 TARGET_DISTILL_GAP = 0.01
 
 
@@ -609,12 +611,10 @@ def _distill_targets(summary, teacher: dict | None, speed: dict[str, float]) -> 
   if 'distill_cnn' in rows:
     t = TARGET_DISTILL_CNN
     ok = all(mean('distill_cnn', k) >= v for k, v in t.items())
-    fast = speed.get('distill_cnn')
-    note = '' if fast is None else (f'; scoring {fast:,.0f} synopses/s, '
-                                    f'{fast / speed["teacher"]:.1f}× the teacher (BENCHMARKS.md)')
     lines.append(f'- Distilled CNN micro-F1 ≥ {t["micro_f1"]} and macro-F1 ≥ {t["macro_f1"]}: '
                  f'{verdict(ok)} ({_fmt(rows["distill_cnn"]["test"]["micro_f1"], 4)} / '
-                 f'{_fmt(rows["distill_cnn"]["test"]["macro_f1"], 4)}{note}){seeds("distill_cnn")}.')
+                 f'{_fmt(rows["distill_cnn"]["test"]["macro_f1"], 4)}){seeds("distill_cnn")}; '
+                 + _speed_verdict(speed, 'distill_cnn', TARGET_DISTILL_CNN_SPEED))
   if lr is not None:
     for row in (r for r in labels if r in rows):
       ok = all(mean(row, k) >= lr['test'][k]['mean'] for k in ('micro_f1', 'macro_f1'))
@@ -629,8 +629,22 @@ def _distill_targets(summary, teacher: dict | None, speed: dict[str, float]) -> 
     lines.append(f'- Best distilled model (by validation: {labels[best]}) within '
                  f'{TARGET_DISTILL_GAP} of its teacher: {verdict(ok)} (micro-F1 '
                  f'{mean(best, "micro_f1"):.4f} vs {teacher["test"]["micro_f1"]:.4f}, macro-F1 '
-                 f'{mean(best, "macro_f1"):.4f} vs {teacher["test"]["macro_f1"]:.4f}){seeds(best)}.')
+                 f'{mean(best, "macro_f1"):.4f} vs {teacher["test"]["macro_f1"]:.4f}){seeds(best)}; '
+                 + _speed_verdict(speed, best, 0.0))
   return lines
+
+
+def _speed_verdict(speed: dict[str, float], name: str, at_least: float) -> str:
+  """Whether model `name` scores ≥ `at_least` synopses/s and ≥ TARGET_SPEEDUP × the teacher in
+  benchmarks/distill_speed_results.json, with the figures."""
+  fast, teacher = speed.get(name), speed.get('teacher')
+  if fast is None or teacher is None:
+    return 'its speed is not measured (python -m benchmarks.distill_speed).'
+  ok = fast >= at_least and fast >= TARGET_SPEEDUP * teacher
+  floor = f'≥ {at_least:,.0f} synopses/s and ' if at_least else ''
+  return (f'while scoring {floor}≥ {TARGET_SPEEDUP:.0f}× the teacher: '
+          f'{"**reached**" if ok else "**NOT reached**"} ({fast:,.0f} synopses/s, '
+          f'{fast / teacher:.1f}× the teacher\'s {teacher:,.0f}; BENCHMARKS.md).')
 
 
 def _distill_section(runs_data, summary) -> list[str]:
