@@ -7,7 +7,8 @@ are missing are reported as missing, and the file says "PARTIAL" until every row
 
 Everything RESULTS.md shows is stored in results.json (the per-run parts as rendered lines under
 `sections`), so `--from-results` redraws RESULTS.md from results.json, search_results.json,
-calibration_results.json, attribution_results.json and discussion.md alone, without the run directories (the figures are left as they are).
+calibration_results.json, attribution_results.json and discussion.md alone, without the run
+directories (the figures are left as they are).
 
 Run:
   python -m experiments.report [--runs runs/experiments] [--out experiments]

@@ -261,3 +261,13 @@ def test_timings_of_concurrent_reproduce_calls_are_merged(tmp_path):
   saved = json.loads((tmp_path / 'timings.json').read_text())
   assert saved['runs'] == {'cnn/seed0': 20.0, 'minilm/seed0': 600.0}
   assert saved['total_seconds'] == 620.0
+
+
+def test_speed_verdicts_of_the_distilled_models():
+  from experiments import report
+  speed = {'teacher': 50.0, 'distill_cnn': 1990.0}
+  slow = report._speed_verdict(speed, 'distill_cnn', 4000.0)
+  assert '≥ 4,000 synopses/s and ≥ 10× the teacher: **NOT reached** (1,990 synopses/s, 39.8×' in slow
+  assert '≥ 10× the teacher: **reached** (1,990' in report._speed_verdict(speed, 'distill_cnn', 0.0)
+  assert '**NOT reached**' in report._speed_verdict({'teacher': 500.0, 'x': 4500.0}, 'x', 4000.0)
+  assert 'not measured' in report._speed_verdict({}, 'distill_cnn', 4000.0)
