@@ -128,5 +128,12 @@ def read(workdir: pathlib.Path, classes: list[str]) -> Calibration:
         f'"per_genre" and "temperature" (a positive number, or {len(classes)} with per_genre). '
         'Delete it to serve uncalibrated probabilities, or rerun the training command to fit it '
         'again.')
+  return from_dict(d)
+
+
+def from_dict(d: dict[str, Any]) -> Calibration:
+  """The Calibration a calibration.json's (or an export manifest's) fields describe."""
+  per_genre = bool(d['per_genre'])
+  t = np.asarray(d['temperature'], np.float64)
   return Calibration(t if per_genre else float(t), d['method'], per_genre,
                      d.get('validation_nll'))

@@ -187,11 +187,7 @@ class Model:
     ensemble's: applied by `probabilities` to the logit of the combined members). Imported on
     use: scipy, which it needs, would slow every start."""
     from genre_jax import calibration as calibration_lib
-    d = self.manifest['calibration']
-    per_genre = bool(d['per_genre'])
-    t = np.asarray(d['temperature'], np.float64)
-    return calibration_lib.Calibration(t if per_genre else float(t), d['method'], per_genre,
-                                       d.get('validation_nll'))
+    return calibration_lib.from_dict(self.manifest['calibration'])
 
   @property
   def max_batch(self) -> int:
