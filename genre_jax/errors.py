@@ -11,6 +11,7 @@ same for a mistyped flag or config field and a missing or broken config file. Pr
 import functools
 import os
 import sys
+import threading
 
 from absl import flags
 
@@ -48,12 +49,30 @@ def run_cli(main_fn):
 
   @functools.wraps(main_fn)
   def wrapper(*args, **kwargs):
+    sys.excepthook = _quiet_closed_loop(sys.excepthook)
     try:
       return main_fn(*args, **kwargs)
     except GenreJaxError as e:
       _fail(str(e), at_once=isinstance(e, DiskFullError))
 
   return wrapper
+
+
+def _quiet_closed_loop(hook):
+  """`sys.excepthook` without the "Event loop is closed" of background writer threads: when a
+  write fails (a full disk), orbax closes its event loop while tensorstore's threads still post
+  their callbacks to it, and each prints that traceback before the one-line error."""
+  if getattr(hook, 'quiet_closed_loop', False):
+    return hook
+
+  def quiet(kind, value, tb):
+    if (threading.current_thread() is not threading.main_thread()
+        and isinstance(value, RuntimeError) and str(value) == 'Event loop is closed'):
+      return
+    hook(kind, value, tb)
+
+  quiet.quiet_closed_loop = True
+  return quiet
 
 
 def _fail(message: str, at_once: bool = False) -> None:
