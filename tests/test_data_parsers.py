@@ -36,8 +36,8 @@ def test_allmovie_json_array_and_lines(tmp_path, lines):
   records, report = parsers.load_records(path, 'allmovie_json')
   assert list(records.columns) == ['id', 'title', 'text', 'genres']
   assert records.to_dict('records') == [
-      dict(id='101', title='Alpha', text='A banker goes to prison.', genres=['Drama', 'Crime']),
-      dict(id='102', title='Beta', text='Two people meet.', genres=['Comedy', 'Romance']),
+      dict(id='101', title='Alpha', text='A banker goes to prison.', genres=('Drama', 'Crime')),
+      dict(id='102', title='Beta', text='Two people meet.', genres=('Comedy', 'Romance')),
   ]
   assert report == dict(source=str(path), format='allmovie_json', n_rows=4, kept=2,
                         dropped_no_text=1, dropped_no_genre=1, duplicate_genres_removed=1,
@@ -52,7 +52,7 @@ def test_tmdb_csv_quoted_line_breaks_and_canonical_spelling(tmp_path):
                   '9,C,,en,Has text\n')  # No genre: dropped.
   records, report = parsers.load_records(path, 'tmdb_csv')
   assert records.to_dict('records') == [
-      dict(id='7', title='A', text='Line one.\nLine two.', genres=['Science Fiction', 'Drama'])]
+      dict(id='7', title='A', text='Line one.\nLine two.', genres=('Science Fiction', 'Drama'))]
   assert (report['dropped_no_text'], report['dropped_no_genre']) == (1, 1)
 
 
@@ -62,7 +62,7 @@ def test_generic_csv_default_id_title_and_separator(tmp_path):
   records, _ = parsers.load_records(path, 'csv', text_column='plot', genre_column='tags',
                                     genre_separator='|')
   assert list(records['id']) == ['1', '2'] and list(records['title']) == ['', '']
-  assert list(records['genres']) == [['a', 'b'], ['b']]
+  assert list(records['genres']) == [('a', 'b'), ('b',)]
 
 
 def test_jsonl_named_columns_and_max_examples(tmp_path):
@@ -160,8 +160,9 @@ def test_genres_equal_up_to_case_are_merged_to_the_most_frequent_spelling(tmp_pa
           {'id': '4', 'text': 'd', 'genres': ['drama']}]
   path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
   records, report = parsers.load_records(path, 'jsonl')
-  assert list(records['genres']) == [['Comedy', 'drama'], ['Comedy'], ['Comedy', 'drama'],
-                                     ['drama']]
+  assert list(records['genres']) == [('Comedy', 'drama'), ('Comedy',), ('Comedy', 'drama'),
+                                     ('drama',)]
+  assert records['genres'][0] is records['genres'][2]  # Equal genre rows share one tuple.
   assert report['merged_genre_spellings'] == {'Comedy': ['COMEDY', 'comedy'],
                                               'drama': ['Drama']}
 

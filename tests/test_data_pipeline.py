@@ -93,7 +93,7 @@ def test_allmovie_by_name_needs_a_path(tmp_path, monkeypatch):
   records, report = pipeline.load(config)
   assert report['format'] == 'allmovie_json'
   assert records.to_dict('records') == [dict(id='7', title='A', text='Text.',
-                                             genres=['Drama', 'Crime'])]
+                                             genres=('Drama', 'Crime'))]
 
 
 def run_cli(*args, env=None):

@@ -1,9 +1,9 @@
 """Readers that turn a data file into the common record shape.
 
 `load_records` reads any supported format and returns `(records, report)`:
-  records: DataFrame with columns id (str), title (str), text (str, stripped), genres (list[str],
+  records: DataFrame with columns id (str), title (str), text (str, stripped), genres (tuple[str],
     stripped, de-duplicated, order kept; names equal up to case are one genre, spelt as most often
-    in the file), in file order.
+    in the file; records with the same genres share one tuple), in file order.
   report: dict(source, format, n_rows, kept, dropped_no_text, dropped_no_genre,
     duplicate_genres_removed, merged_genre_spellings ({kept: [merged spellings]}), truncated).
 Rows without text or without any genre are dropped and counted; anything else wrong with the
@@ -222,15 +222,17 @@ def _parse_genres(value, separator: str, where: str) -> list[str]:
   return [name for name in (v.strip() for v in items) if name]
 
 
-def merge_spellings(rows: list[list[str]]) -> tuple[list[list[str]], dict[str, list[str]]]:
+def merge_spellings(rows: list[tuple[str, ...]]
+                    ) -> tuple[list[tuple[str, ...]], dict[str, list[str]]]:
   """Makes genre names that differ only in case one genre, spelt as most often in the data.
 
   Args:
     rows: each record's genre names (already stripped).
 
   Returns:
-    The rows with one spelling per genre (duplicates within a row removed, order kept), and
-    {kept spelling: [the other spellings merged into it]} (empty when nothing was merged).
+    The rows with one spelling per genre (duplicates within a row removed, order kept; equal
+    rows share one tuple), and {kept spelling: [the other spellings merged into it]} (empty when
+    nothing was merged).
   """
   counts = collections.Counter(g for row in rows for g in row)
   spellings = collections.defaultdict(list)
@@ -244,7 +246,10 @@ def merge_spellings(rows: list[list[str]]) -> tuple[list[list[str]], dict[str, l
       merged[kept] = sorted(n for n in names if n != kept)
   if not merged:
     return rows, {}
-  return [list(dict.fromkeys(canonical[g] for g in row)) for row in rows], merged
+  shared = {}
+  combos = {row: shared.setdefault(m, m) for row in set(rows)
+            for m in [tuple(dict.fromkeys(canonical[g] for g in row))]}
+  return [combos[row] for row in rows], merged
 
 
 def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
@@ -268,7 +273,7 @@ def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
 
   titles = (frame[columns.title] if columns.title else [''] * n_rows)
   kept = collections.defaultdict(list)
-  names = {}  # One str object per genre name, shared by the rows (saves memory at scale).
+  names, combos = {}, {}  # One object per genre name and per genre tuple, shared by the rows.
   dropped_no_text = dropped_no_genre = duplicates = 0
   for row, (id_, title, text, raw_genres) in enumerate(
       zip(ids, titles, frame[columns.text], frame[columns.genres]), start=1):
@@ -281,7 +286,8 @@ def _clean(frame: pd.DataFrame, columns: Columns, separator: str,
     if not genres:
       dropped_no_genre += 1
       continue
-    unique = list(dict.fromkeys(names.setdefault(g, g) for g in genres))  # Sized exactly.
+    unique = tuple(dict.fromkeys(names.setdefault(g, g) for g in genres))
+    unique = combos.setdefault(unique, unique)
     duplicates += len(genres) - len(unique)
     kept['id'].append(id_)
     kept['title'].append('' if _is_missing(title) else str(title).strip())
