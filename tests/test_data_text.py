@@ -1,6 +1,7 @@
 """Tests for genre_jax.data.text: WordTokenizer and LabelEncoder."""
 
 import json
+import types
 import warnings
 
 import numpy as np
@@ -41,10 +42,10 @@ def test_encode_into_narrow_tokens_and_ids_that_do_not_fit():
   tok = text.WordTokenizer.fit(TRAIN, vocab_size=100)
   expected, lengths = tok.encode(TRAIN, 5)
   tokens = np.zeros((len(TRAIN), 5), np.uint8)
-  text.encode_into(tok.encode, TRAIN, tokens, np.ones(len(TRAIN), np.int32), chunk_size=2)
+  text.encode_into(tok, TRAIN, tokens, np.ones(len(TRAIN), np.int32), chunk_size=2)
   np.testing.assert_array_equal(tokens, expected)
-  too_many = lambda texts, max_length: (np.full((len(texts), max_length), 256, np.int32),
-                                        np.ones(len(texts), np.int32))
+  too_many = types.SimpleNamespace(encode=lambda texts, max_length: (
+      np.full((len(texts), max_length), 256, np.int32), np.ones(len(texts), np.int32)))
   with pytest.raises(ValueError, match='does not fit uint8'):
     text.encode_into(too_many, TRAIN, tokens, lengths)
 
@@ -156,6 +157,6 @@ def test_chunked_encoding_equals_one_chunk_and_the_reference_words():
     ids = [tok.vocab.index(w) if w in tok.vocab else 1 for w in words][:12] or [1]
     assert whole[1][row] == len(ids) and whole[0][row].tolist() == ids + [0] * (12 - len(ids))
   tokens, lengths = np.zeros((len(texts), 12), np.int32), np.ones(len(texts), np.int32)
-  text.encode_into(tok.encode, texts, tokens, lengths, chunk_size=5)
+  text.encode_into(tok, texts, tokens, lengths, chunk_size=5)
   np.testing.assert_array_equal(tokens, whole[0])
   np.testing.assert_array_equal(lengths, whole[1])

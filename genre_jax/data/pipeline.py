@@ -28,6 +28,7 @@ from genre_jax.data import registry
 from genre_jax.data import splits
 from genre_jax.data import text
 from genre_jax.data import token_cache
+from genre_jax.data import workers
 
 SplitArrays = batching.SplitArrays  # Re-exported: the arrays of one split.
 
@@ -131,13 +132,15 @@ def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | 
   cache = getattr(data_config, 'token_cache', None)
   train_texts = _column(records, 'text', split['train'])
   digests = {'train': token_cache.digest(train_texts)} if cache is not None else {}
-  tokenizer = fit_tokenizer(data_config, train_texts, tokenizer_factory, digests.get('train'))
   labels = fit_labels(_column(records, 'genres', split['train']), report['source'])
   arrays, unknown = {}, {}
-  for name in encode:
-    texts = train_texts if name == 'train' else None
-    arrays[name], unknown[name] = encode_split(records, split[name], tokenizer, labels,
-                                               data_config, texts, digests.get(name))
+  with workers.pool(len(records)) as pool:
+    tokenizer = fit_tokenizer(data_config, train_texts, tokenizer_factory, digests.get('train'),
+                              pool)
+    for name in encode:
+      texts = train_texts if name == 'train' else None
+      arrays[name], unknown[name] = encode_split(records, split[name], tokenizer, labels,
+                                                 data_config, texts, digests.get(name), pool)
   for part in arrays.values():
     part.reference_lengths = arrays['train'].lengths if 'train' in arrays else None
   report.update(split_seed=data_config.split_seed, split_sizes=list(data_config.split_sizes),
@@ -149,13 +152,14 @@ def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | 
 
 def fit_tokenizer(data_config, train_texts: list[str],
                   tokenizer_factory: Callable[[Sequence[str]], object] | None,
-                  train_digest: str | None = None):
+                  train_digest: str | None = None, pool=None):
   """The tokenizer of `prepare`: `tokenizer_factory(train_texts)`, else a `WordTokenizer` fitted
-  on them (read from `data_config.token_cache` when set; `train_digest`: their digest)."""
+  on them (read from `data_config.token_cache` when set; `train_digest`: their digest; `pool`:
+  the worker processes that count the words, see `workers`)."""
   if tokenizer_factory is not None:
     return tokenizer_factory(train_texts)
   fit = lambda: text.WordTokenizer.fit(train_texts, data_config.vocab_size,
-                                       data_config.min_count)
+                                       data_config.min_count, pool=pool)
   params = {'kind': 'word', 'vocab_size': data_config.vocab_size,
             'min_count': data_config.min_count}
   return token_cache.fitted(getattr(data_config, 'token_cache', None),
@@ -173,6 +177,14 @@ def fit_labels(train_genres: Sequence[Sequence[str]], source: str) -> text.Label
   return labels
 
 
+def texts_and_labels(prepared: PreparedData, name: str) -> tuple[list[str], np.ndarray]:
+  """The texts of split `name` and their [m, G] float32 labels, not tokenised (for a scorer that
+  tokenises raw texts itself); genres outside the label set are ignored."""
+  rows = prepared.split[name]
+  labels, _ = prepared.labels.transform(_column(prepared.records, 'genres', rows))
+  return _column(prepared.records, 'text', rows), labels
+
+
 def _column(records: pd.DataFrame, name: str, rows: np.ndarray) -> list:
   """The values of column `name` at `rows` ([m] int64 indices into `records`), as a list of the
   records' own objects (no copy of the other columns)."""
@@ -180,10 +192,11 @@ def _column(records: pd.DataFrame, name: str, rows: np.ndarray) -> list:
 
 
 def encode_split(records: pd.DataFrame, rows: np.ndarray, tokenizer, labels: text.LabelEncoder,
-                 data_config, texts: list[str] | None = None,
-                 texts_digest: str | None = None) -> tuple[SplitArrays, dict[str, int]]:
-  """Encodes one split, the records at `rows` ([m] int64), texts chunk by chunk or from the
-  token cache; `texts`: their texts when already listed, `texts_digest`: their digest.
+                 data_config, texts: list[str] | None = None, texts_digest: str | None = None,
+                 pool=None) -> tuple[SplitArrays, dict[str, int]]:
+  """Encodes one split, the records at `rows` ([m] int64), texts chunk by chunk (in the worker
+  processes of `pool`, see `workers`) or from the token cache; `texts`: their texts when already
+  listed, `texts_digest`: their digest.
 
   Returns:
     Its `SplitArrays` and the counts of its genres not in `labels` (see `LabelEncoder.transform`).
@@ -191,7 +204,7 @@ def encode_split(records: pd.DataFrame, rows: np.ndarray, tokenizer, labels: tex
   texts = _column(records, 'text', rows) if texts is None else texts
   cache = getattr(data_config, 'token_cache', None)
   tokens, lengths = token_cache.encode(cache, tokenizer, texts, data_config.max_length,
-                                       texts_digest)
+                                       texts_digest, pool)
   y, unknown = labels.transform(_column(records, 'genres', rows))
   return SplitArrays(_column(records, 'id', rows), texts, tokens, lengths, y), unknown
 

@@ -7,7 +7,9 @@ rebuild exactly the ids and label columns it was trained with.
 import collections
 from collections.abc import Callable, Iterable, Sequence
 import functools
+import hashlib
 import itertools
+import json
 import re
 import threading
 import warnings
@@ -15,9 +17,10 @@ import warnings
 import numpy as np
 
 from genre_jax import errors
+from genre_jax.data import workers
 
 PAD, OOV = '<pad>', '<oov>'
-CHUNK_SIZE = 20_000  # Texts encoded at a time.
+CHUNK_SIZE = workers.CHUNK_SIZE  # Texts encoded, labelled or hashed at a time.
 
 # kind -> class with a `from_dict` classmethod; see `register_tokenizer`.
 TOKENIZERS: dict[str, type] = {}
@@ -78,8 +81,8 @@ class WordTokenizer:
     self._normalizer = normalizer(lowercase)
 
   @classmethod
-  def fit(cls, texts: Iterable[str], vocab_size: int, min_count: int = 1,
-          lowercase: bool = True) -> 'WordTokenizer':
+  def fit(cls, texts: Sequence[str], vocab_size: int, min_count: int = 1,
+          lowercase: bool = True, pool=None) -> 'WordTokenizer':
     """Builds the vocabulary from (training) texts.
 
     Args:
@@ -87,16 +90,16 @@ class WordTokenizer:
       vocab_size: maximum size including <pad> and <oov> (at least 2).
       min_count: minimum frequency of a kept token.
       lowercase: lower-case before splitting.
+      pool: worker processes that count a chunk of texts each (`workers.pool`); None: here.
 
     Returns:
       A tokenizer whose ids after 0 and 1 follow descending frequency, ties alphabetical.
     """
     if vocab_size < 2:
       raise errors.DataError(f'vocab_size must be at least 2 (<pad> and <oov>), got {vocab_size}.')
-    words = cls([PAD, OOV], lowercase).tokenize
     counts = collections.Counter()
-    for text in texts:
-      counts.update(words(text))  # Counted in C (`collections._count_elements`).
+    for part in workers.map_chunks(pool, count_words, texts, (lowercase,)):
+      counts.update(part)
     ranked = sorted((token for token, n in counts.items() if n >= min_count),
                     key=lambda token: (-counts[token], token))
     return cls([PAD, OOV] + ranked[:vocab_size - 2], lowercase)
@@ -126,7 +129,9 @@ class WordTokenizer:
     """
     tokens = np.full((len(texts), max_length), self.pad_id, np.int32)
     lengths = np.ones(len(texts), np.int32)
-    encode_into(self._encode_chunk, texts, tokens, lengths, chunk_size)
+    for start in range(0, len(texts), chunk_size):
+      stop = min(start + chunk_size, len(texts))
+      tokens[start:stop], lengths[start:stop] = self._encode_chunk(texts[start:stop], max_length)
     return tokens, lengths
 
   def _encode_chunk(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,30 +165,57 @@ def token_dtype(vocab_size: int) -> np.dtype:
   return np.dtype(np.int32)
 
 
-def encode_into(encode: Callable[[Sequence[str], int], tuple[np.ndarray, np.ndarray]],
-                texts: Sequence[str], tokens: np.ndarray, lengths: np.ndarray,
-                chunk_size: int = CHUNK_SIZE) -> None:
+def encode_into(tokenizer, texts: Sequence[str], tokens: np.ndarray, lengths: np.ndarray,
+                pool=None, chunk_size: int | None = None) -> None:
   """Encodes texts chunk by chunk into preallocated arrays (of memory or of a file).
 
   Args:
-    encode: a tokenizer's `encode(texts, max_length) -> (tokens [m, L], lengths [m])`.
+    tokenizer: any tokenizer (`encode(texts, max_length) -> (tokens [m, L], lengths [m])`).
     texts: n texts.
     tokens: [n, L] integer ids (int32 or narrower, see `token_dtype`), filled in place.
     lengths: [n] int32, filled in place.
-    chunk_size: texts per call of `encode`.
+    pool: worker processes (`workers.pool`) that encode a chunk each when the tokenizer is a
+      `WordTokenizer` (others, like the `tokenizers` library's, already use every core); None: here.
+    chunk_size: texts per call of `encode` (default `workers.CHUNK_SIZE`).
 
   Raises:
     ValueError: if an id does not fit the dtype of `tokens`.
   """
   texts = list(texts) if not isinstance(texts, list) else texts
-  limit = np.iinfo(tokens.dtype).max
-  for start in range(0, len(texts), chunk_size):
-    stop = min(start + chunk_size, len(texts))
-    chunk, lengths[start:stop] = encode(texts[start:stop], tokens.shape[1])
+  if pool is not None and isinstance(tokenizer, WordTokenizer):
+    d = tokenizer.to_dict()
+    key = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+    fn, args = _encode_in_worker, (tokens.shape[1], key, d)
+  else:
+    fn, args = tokenizer.encode, (tokens.shape[1],)
+  limit, start = np.iinfo(tokens.dtype).max, 0
+  for chunk, chunk_lengths in workers.map_chunks(pool, fn, texts, args, chunk_size):
     if chunk.size and chunk.max() > limit:
       raise ValueError(f'token id {chunk.max()} does not fit {tokens.dtype} (the tokenizer\'s '
                        'vocab_size is too small for its ids).')
-    tokens[start:stop] = chunk
+    stop = start + len(chunk_lengths)
+    tokens[start:stop], lengths[start:stop] = chunk, chunk_lengths
+    start = stop
+
+
+def count_words(texts: Sequence[str], lowercase: bool) -> collections.Counter:
+  """How often each word (as `WordTokenizer` splits them) occurs in `texts`."""
+  words, counts = WordTokenizer([PAD, OOV], lowercase).tokenize, collections.Counter()
+  for text in texts:
+    counts.update(words(text))  # Counted in C (`collections._count_elements`).
+  return counts
+
+
+_WORKER_TOKENIZER: dict[str, WordTokenizer] = {}  # In a worker: key -> the last tokenizer used.
+
+
+def _encode_in_worker(texts: Sequence[str], max_length: int, key: str,
+                      tokenizer: dict) -> tuple[np.ndarray, np.ndarray]:
+  """`WordTokenizer.encode` in a worker process; `tokenizer`: its `to_dict()`, `key` its hash."""
+  if key not in _WORKER_TOKENIZER:
+    _WORKER_TOKENIZER.clear()
+    _WORKER_TOKENIZER[key] = WordTokenizer.from_dict(tokenizer)
+  return _WORKER_TOKENIZER[key].encode(texts, max_length)
 
 
 def normalizer(lowercase: bool):

@@ -67,8 +67,10 @@ def fitted(directory: str | os.PathLike | None, texts_digest: str, params: dict,
 
 
 def encode(directory: str | os.PathLike | None, tokenizer, texts: Sequence[str],
-           max_length: int, texts_digest: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """`tokenizer.encode(texts, max_length)` a chunk at a time, from or into the cache.
+           max_length: int, texts_digest: str | None = None,
+           pool=None) -> tuple[np.ndarray, np.ndarray]:
+  """`tokenizer.encode(texts, max_length)` a chunk at a time (in the worker processes of `pool`,
+  see `text.encode_into`), from or into the cache.
 
   Returns:
     tokens [n, L] of `text.token_dtype(tokenizer.vocab_size)` and lengths [n] int32 (read-only
@@ -78,7 +80,7 @@ def encode(directory: str | os.PathLike | None, tokenizer, texts: Sequence[str],
   n, dtype = len(texts), text.token_dtype(tokenizer.vocab_size)
   if directory is None:
     tokens, lengths = np.zeros((n, max_length), dtype), np.ones(n, np.int32)
-    text.encode_into(tokenizer.encode, texts, tokens, lengths)
+    text.encode_into(tokenizer, texts, tokens, lengths, pool)
     return tokens, lengths
   params = {'tokenizer': tokenizer.to_dict(), 'max_length': max_length}
   entry = Path(directory) / f'tokens-{_key(texts_digest or digest(texts), params)}'
@@ -89,7 +91,7 @@ def encode(directory: str | os.PathLike | None, tokenizer, texts: Sequence[str],
     tmp.mkdir()
     tokens = np.lib.format.open_memmap(tmp / 'tokens.npy', 'w+', dtype, (n, max_length))
     lengths = np.lib.format.open_memmap(tmp / 'lengths.npy', 'w+', np.int32, (n,))
-    text.encode_into(tokenizer.encode, texts, tokens, lengths)
+    text.encode_into(tokenizer, texts, tokens, lengths, pool)
     for array in (tokens, lengths):
       array.flush()
       _fsync(Path(array.filename))

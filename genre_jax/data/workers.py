@@ -1,0 +1,93 @@
+"""Per-text work spread over the machine's cores: worker processes, a chunk of texts each.
+
+  with workers.pool(len(texts)) as pool:      # None: in this process (see `pool`)
+    for result in workers.map_chunks(pool, fn, texts, args): ...   # fn(chunk, *args), in order
+
+Counting the vocabulary and encoding texts are per-text Python (a regular expression and a dict
+lookup per word), so a large data set is tokenised by several processes at once. Workers are
+spawned, not forked (the parent may run JAX, whose threads can hold locks at the fork); a task
+function must be importable at module level, and its arguments and result are pickled. At most
+one chunk per worker and one more are in flight, so the memory of pending chunks and results stays
+bounded; a worker ends with its parent, even a killed one.
+
+The number of workers is the number of cores this process may use, or the environment variable
+GENRE_JAX_DATA_WORKERS (1: everything in this process). Results do not depend on it (tested).
+"""
+
+from collections.abc import Callable, Iterator, Sequence
+import collections
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import threading
+import time
+
+from genre_jax import errors
+
+ENV = 'GENRE_JAX_DATA_WORKERS'
+CHUNK_SIZE = 20_000  # Texts a task.
+MIN_TEXTS = 100_000  # Fewer texts are tokenised in this process (starting workers costs ~0.3 s).
+
+
+def count() -> int:
+  """The number of worker processes: GENRE_JAX_DATA_WORKERS, else this process's cores."""
+  value = os.environ.get(ENV)
+  if value is None:
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  if not value.strip().isdigit() or int(value) < 1:
+    raise errors.GenreJaxError(f'the environment variable {ENV}={value!r} must be a whole number '
+                               'of processes, at least 1 (1: tokenise in this process).')
+  return int(value)
+
+
+@contextlib.contextmanager
+def pool(n_texts: int) -> Iterator[concurrent.futures.ProcessPoolExecutor | None]:
+  """Worker processes for work on `n_texts` texts; None (work in this process) when there are
+  fewer than `MIN_TEXTS` or only one worker. Pending work is cancelled when the block fails."""
+  workers = count()
+  if workers < 2 or n_texts < MIN_TEXTS:
+    yield None
+    return
+  executor = concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context('spawn'), initializer=_end_with_parent,
+      initargs=(os.getpid(),))
+  try:
+    yield executor
+  finally:
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _end_with_parent(parent: int) -> None:
+  """In a worker: ends it within a second of its parent's end (a killed parent leaves no
+  workers behind, which would otherwise wait for work for ever)."""
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(1)
+
+  threading.Thread(target=watch, daemon=True).start()
+
+
+def map_chunks(pool: concurrent.futures.ProcessPoolExecutor | None, fn: Callable,
+               texts: Sequence[str], args: tuple = (), chunk_size: int | None = None) -> Iterator:
+  """`fn(chunk, *args)` for consecutive chunks of `texts`, results in order; in the workers of
+  `pool`, else here; `chunk_size` texts a chunk (default `CHUNK_SIZE`)."""
+  chunk_size = chunk_size or CHUNK_SIZE
+  chunks = (texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size))
+  if pool is None:
+    yield from (fn(chunk, *args) for chunk in chunks)
+    return
+  pending = collections.deque()
+  try:
+    for chunk in chunks:
+      pending.append(pool.submit(fn, chunk, *args))
+      if len(pending) > count():
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
+  except concurrent.futures.process.BrokenProcessPool as e:
+    raise errors.GenreJaxError(
+        f'a tokenising worker process died ({e}); if memory is short, set {ENV}=1 to tokenise '
+        'in this process.') from None
