@@ -179,14 +179,14 @@ def score(run: inference.Run | inference.Ensemble, texts: list[str], labels: np.
 
 
 def evaluate_test_split(run: inference.Run | inference.Ensemble) -> dict[str, Any]:
-  """Re-scores the run's own test split (same split and label set as in training); the other
-  splits are not encoded."""
-  data = run.load_data(encode=('test',))
+  """Re-scores the run's own test split (same split and label set as in training); its texts
+  are tokenised once, by the run itself, and the other splits not at all."""
+  data = run.load_data(encode=())
   if list(data.labels.classes) != list(run.labels.classes):
     raise GenreJaxError(f'the data now gives the label set {list(data.labels.classes)}, but the '
                         f'run in {run.workdir} was trained on {list(run.labels.classes)}.')
-  test = data.arrays['test']
-  return score(run, test.texts, test.labels, source='test split')
+  texts, labels = pipeline.texts_and_labels(data, 'test')
+  return score(run, texts, labels, source='test split')
 
 
 def evaluate_file(run: inference.Run | inference.Ensemble, *, dataset: str | None,

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from genre_jax import evaluation
 from genre_jax import inference
 from genre_jax import models
 from genre_jax import optim
 from genre_jax import parallel
 from genre_jax import train_step
 from genre_jax import trainer
+from genre_jax.data import text as text_lib
 from genre_jax.errors import GenreJaxError
 from tests.conftest import config_args, run_module, synthetic_records, tiny_config
 
@@ -63,6 +65,19 @@ def test_evaluate_reports_json_last_line(trained, synthetic_jsonl):
   report = json.loads((workdir / 'report.json').read_text())
   assert result['n'] == report['data']['split_sizes']['test']
   assert result['micro_f1'] == pytest.approx(report['test']['micro_f1'], abs=1e-6)
+
+
+def test_evaluate_tokenises_only_the_test_split_once(trained, monkeypatch):
+  workdir, _ = trained
+  encoded = []
+  encode = text_lib.WordTokenizer.encode
+  monkeypatch.setattr(text_lib.WordTokenizer, 'encode',
+                      lambda self, texts, *a, **k: encoded.append(len(texts)) or encode(
+                          self, texts, *a, **k))
+  result = evaluation.evaluate_test_split(inference.load_run(workdir))
+  report = json.loads((workdir / 'report.json').read_text())
+  assert sum(encoded) == report['data']['split_sizes']['test'] == result['summary']['n']
+  assert result['summary']['micro_f1'] == pytest.approx(report['test']['micro_f1'], abs=1e-6)
 
 
 def test_evaluate_other_file_reports_unknown_genres(trained, tmp_path):
