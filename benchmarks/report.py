@@ -488,10 +488,15 @@ def serve_section(r) -> str:
 
 
 def scale_section(r) -> str:
-  """The data-layer scaling run (`python -m benchmarks.scale`, benchmarks/scale_results.json)."""
+  """The data-layer scaling run (`python -m benchmarks.scale`, benchmarks/scale_results.json):
+  the time and memory targets on the size nearest 1M rows, the growth target on every step up."""
   from benchmarks import scale
-  targets, big = r['targets'], r['sizes'][-1]
-  growth = big.get('rss_growth_bytes_per_row')
+  targets, sizes = r['targets'], r['sizes']
+  one_m = min(sizes, key=lambda s: abs(s['rows'] - 1_000_000))
+  steps = [s for s in sizes if s.get('rss_growth_bytes_per_row') is not None]
+  worst = max(steps, key=lambda s: s['rss_growth_bytes_per_row'], default=None)
+  growth_ok = worst is not None and (worst['rss_growth_bytes_per_row']
+                                     <= targets['rss_growth_bytes_per_row'])
   verdict = lambda ok: 'met' if ok else '**not met**'
   m = r.get('machine', {})
   return '\n'.join([
@@ -502,20 +507,23 @@ def scale_section(r) -> str:
       'Synthetic data built from the TMDB file (fresh ids, perturbed words); each size in a '
       'fresh process: `pipeline.prepare` of the whole file with '
       'configs/default.py\'s data section (seconds per stage), its peak RSS, then the tuned '
-      'CNN\'s train step on that data. An idle Python process holds '
+      'CNN\'s train step on that data. From 100,000 rows the texts are tokenised by worker '
+      'processes, one per core (`genre_jax.data.workers`); their memory is not in the peak RSS '
+      'column but beside it. An idle Python process holds '
       f'{r["idle_python_rss_bytes"] / 1e6:.0f} MB.', '',
-      scale.table(r['sizes']), '',
-      f'- {big["rows"]:,} rows prepared in ≤ {targets["prepare_seconds_1m"]:.0f} s: '
-      f'{verdict(big["prepare_seconds"] <= targets["prepare_seconds_1m"])} '
-      f'({big["prepare_seconds"]:.1f} s).',
-      f'- peak RSS ≤ {targets["peak_rss_gb_1m"]:.0f} GB: '
-      f'{verdict(big["peak_rss_bytes"] <= targets["peak_rss_gb_1m"] * 1e9)} '
-      f'({big["peak_rss_bytes"] / 1e9:.2f} GB).',
-      f'- peak RSS growth ≤ {targets["rss_growth_bytes_per_row"]:.0f} B per extra row: '
-      f'{verdict(growth is not None and growth <= targets["rss_growth_bytes_per_row"])} '
-      f'({growth:.0f} B; what one row holds: '
-      + ', '.join(f'{k.replace("_", " ")} {v / big["rows"]:.0f} B'
-                  for k, v in big.get('memory_parts', {}).items()) + ').', ''])
+      scale.table(sizes), '',
+      f'- {one_m["rows"]:,} rows prepared in ≤ {targets["prepare_seconds_1m"]:.0f} s: '
+      f'{verdict(one_m["prepare_seconds"] <= targets["prepare_seconds_1m"])} '
+      f'({one_m["prepare_seconds"]:.1f} s).',
+      f'- peak RSS ≤ {targets["peak_rss_gb_1m"]:.0f} GB at {one_m["rows"]:,} rows: '
+      f'{verdict(one_m["peak_rss_bytes"] <= targets["peak_rss_gb_1m"] * 1e9)} '
+      f'({one_m["peak_rss_bytes"] / 1e9:.2f} GB).',
+      f'- peak RSS growth ≤ {targets["rss_growth_bytes_per_row"]:.0f} B per extra row, at every '
+      f'step up: {verdict(growth_ok)} ('
+      + ', '.join(f'{s["rss_growth_bytes_per_row"]:.0f} B up to {s["rows"]:,}' for s in steps)
+      + f'; what one row holds at {sizes[-1]["rows"]:,}: '
+      + ', '.join(f'{k.replace("_", " ")} {v / sizes[-1]["rows"]:.0f} B'
+                  for k, v in sizes[-1].get('memory_parts', {}).items()) + ').', ''])
 
 
 def distill_section(r) -> str:

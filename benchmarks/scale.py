@@ -15,7 +15,9 @@ Each size runs in a fresh process (`--worker`), in the order a training run does
 section of configs/default.py, timed per stage; the process's peak resident memory
 (`ru_maxrss`) after its imports and after `prepare`; then `--train_steps` steps of the tuned CNN
 (configs/cnn.py) on the prepared training split, batches from `batching.batches` as the trainer
-makes them, after one compiling step per bucket width. Writes --out (JSON, with the machine and
+makes them, after one compiling step per bucket width. From 100,000 rows the data layer tokenises
+in worker processes (`genre_jax.data.workers`, one per core); their peak resident memory is
+recorded apart (the largest worker's VmHWM), since the process's own peak does not hold it. Writes --out (JSON, with the machine and
 the command) and prints a markdown table; the growth of peak memory per extra row is the slope
 between consecutive sizes.
 """
@@ -110,21 +112,45 @@ def timed_stages(times: dict[str, float], peaks: dict[str, int]) -> None:
     wrap(owner, name, stage)
 
 
+def watch_workers() -> list[int]:
+  """The peak resident memory (bytes) of each worker of every process pool, read from
+  /proc/PID/status (VmHWM) as the pool shuts down; filled in as pools end. (A spawned child's
+  `ru_maxrss` would start from its parent's, which exec does not reset.)"""
+  import concurrent.futures
+  peaks, shutdown = [], concurrent.futures.ProcessPoolExecutor.shutdown
+
+  def measured(self, *args, **kwargs):
+    for pid in list(getattr(self, '_processes', None) or {}):
+      try:
+        status = pathlib.Path(f'/proc/{pid}/status').read_text()
+      except OSError:
+        continue
+      peaks.extend(int(line.split()[1]) * 1024 for line in status.splitlines()
+                   if line.startswith('VmHWM:'))
+    return shutdown(self, *args, **kwargs)
+
+  concurrent.futures.ProcessPoolExecutor.shutdown = measured
+  return peaks
+
+
 def prepare_and_train(spec: dict) -> dict:
   """The worker: prepare the file at `spec['path']`, then train the tuned CNN for a while."""
   from genre_jax import host
   host.keep_freed_memory()
   import configs
-  from genre_jax.data import pipeline
+  from genre_jax.data import pipeline, workers
   out = {'rows': spec['rows'], 'rss_after_imports_bytes': peak_rss_bytes()}
   data_config = configs.load('default').data
   data_config.update(path=spec['path'], format='tmdb_csv')
   out['stage_seconds'], out['peak_rss_bytes_after_stage'] = stages, peaks = {}, {}
   timed_stages(stages, peaks)
+  worker_peaks = watch_workers()
   t = time.perf_counter()
   data = pipeline.prepare(data_config)
   out['prepare_seconds'] = time.perf_counter() - t
   out['peak_rss_bytes'] = peak_rss_bytes()
+  out['data_workers'] = workers.count() if len(data.records) >= workers.MIN_TEXTS else 1
+  out['worker_peak_rss_bytes'] = max(worker_peaks, default=0)
   stages['other'] = out['prepare_seconds'] - sum(stages.values())
   out.update(kept=data.report['kept'], vocab_size=data.tokenizer.vocab_size,
              splits={k: len(v) for k, v in data.split.items()}, memory_parts=memory_parts(data))
@@ -134,16 +160,18 @@ def prepare_and_train(spec: dict) -> dict:
 
 
 def memory_parts(data) -> dict[str, int]:
-  """Bytes held by the prepared data's main parts (Python objects by `sys.getsizeof`)."""
-  arrays = data.arrays.values()
-  records = data.records
+  """Bytes held by the prepared data's main parts: arrays, and each distinct Python object of the
+  record columns (`sys.getsizeof`; rows with the same genres share one tuple) with the
+  columns' 8-byte references to them."""
+  arrays, records = data.arrays.values(), data.records
+  distinct = lambda column: sum(map(sys.getsizeof, {id(o): o for o in column}.values()))
   return {
       'tokens_and_lengths': sum(a.tokens.nbytes + a.lengths.nbytes for a in arrays),
       'labels': sum(a.labels.nbytes for a in arrays),
-      'texts': sum(map(sys.getsizeof, records['text'])),
-      'ids_and_titles': sum(map(sys.getsizeof, records['id'])) + sum(
-          map(sys.getsizeof, records['title'])),
-      'genre_lists': sum(map(sys.getsizeof, records['genres'])),
+      'texts': distinct(records['text']),
+      'ids_and_titles': distinct(records['id']) + distinct(records['title']),
+      'genre_tuples': distinct(records['genres']),
+      'column_references': 8 * records.shape[0] * records.shape[1],
   }
 
 
@@ -214,8 +242,8 @@ def add_growth(rows: list[dict]) -> None:
 def table(rows: list[dict]) -> str:
   stages = ('read', 'clean', 'split', 'vocab', 'encode', 'labels', 'other')
   lines = ['| rows | prepare (s) | ' + ' | '.join(stages) + ' | peak RSS (GB) | RSS growth / '
-           'extra row | train (examples/s) |',
-           '|---:|---:|' + '---:|' * len(stages) + '---:|---:|---:|']
+           'extra row | tokenising workers: peak RSS each (GB) | train (examples/s) |',
+           '|---:|---:|' + '---:|' * len(stages) + '---:|---:|---:|---:|']
   for r in rows:
     growth = r.get('rss_growth_bytes_per_row')
     train = r.get('train', {}).get('examples_per_second')
@@ -224,6 +252,8 @@ def table(rows: list[dict]) -> str:
         + ' | '.join(f'{r["stage_seconds"].get(s, 0.0):.1f}' for s in stages)
         + f' | {r["peak_rss_bytes"] / 1e9:.2f} | '
         + ('' if growth is None else f'{growth:.0f} B') + ' | '
+        + (f'{r["data_workers"]}: {r["worker_peak_rss_bytes"] / 1e9:.2f}'
+           if r.get('data_workers', 1) > 1 else 'none') + ' | '
         + ('' if train is None else f'{train:,.0f}') + ' |')
   return '\n'.join(lines)
 
