@@ -84,14 +84,15 @@ def test_a_dead_worker_is_one_clear_error(two_workers):
 
 
 KILLED_PARENT = '''
-import os, sys, time
+import os
 from genre_jax.data import text, workers
-workers.MIN_TEXTS = 0
+workers.MIN_TEXTS, workers.IDLE_SECONDS = 0, 1
 texts = ['the words of a long synopsis ' * 40] * 400_000
 with workers.pool(len(texts)) as pool:
   for i, _ in enumerate(workers.map_chunks(pool, text.count_words, texts, (True,), 2_000)):
-    if i == 2:
-      print(' '.join(str(p) for p in pool._processes), flush=True)
+    if i == 2:  # Every child process (the workers and any helper of theirs).
+      print(' '.join(p for t in os.listdir('/proc/self/task')
+                     for p in open(f'/proc/self/task/{t}/children').read().split()), flush=True)
 '''
 
 
@@ -100,13 +101,43 @@ def test_workers_end_with_a_killed_parent():
                           stdout=subprocess.PIPE, env=dict(os.environ, **{workers.ENV: '2'}))
   try:
     pids = [int(p) for p in proc.stdout.readline().split()]
-    assert len(pids) == 2
+    assert len(pids) >= 2
   finally:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
   deadline = time.monotonic() + 30
   while any(_alive(p) for p in pids) and time.monotonic() < deadline:
     time.sleep(0.2)
+  assert not any(_alive(p) for p in pids)
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+  script = tmp_path / 'script.py'  # Spawned workers that re-ran it would pool again and fail.
+  script.write_text(f"""import sys
+sys.path.insert(0, {str(REPO)!r})
+from genre_jax.data import text, workers
+workers.MIN_TEXTS = 0
+print('main ran')
+with workers.pool(1) as pool:
+  print(sum(len(c) for c in workers.map_chunks(pool, text.count_words, ['a b', 'c'] * 9, (True,), 2)))
+""")
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, **{workers.ENV: '2'}))
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ['main', 'ran', '27']
+
+
+def test_ctrl_c_interrupts_once_and_stops_the_workers():
+  proc = subprocess.Popen([sys.executable, '-c', KILLED_PARENT], cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                          env=dict(os.environ, **{workers.ENV: '2'}))
+  try:
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    os.killpg(proc.pid, signal.SIGINT)  # As a terminal's Ctrl-C: the whole process group.
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode != 0 and stderr.count('KeyboardInterrupt') == 1, stderr
   assert not any(_alive(p) for p in pids)
 
 

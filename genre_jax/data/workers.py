@@ -4,11 +4,13 @@
     for result in workers.map_chunks(pool, fn, texts, args): ...   # fn(chunk, *args), in order
 
 Counting the vocabulary and encoding texts are per-text Python (a regular expression and a dict
-lookup per word), so a large data set is tokenised by several processes at once. Workers are
-spawned, not forked (the parent may run JAX, whose threads can hold locks at the fork); a task
-function must be importable at module level, and its arguments and result are pickled. At most
-one chunk per worker and one more are in flight, so the memory of pending chunks and results stays
-bounded; a worker ends with its parent, even a killed one.
+lookup per word), so a large data set is tokenised by several processes at once: a `loky`
+process pool, whose workers are fresh interpreters (not forks of a parent that may run JAX's
+threads) that do not run the caller's main script again (a script needs no
+`if __name__ == '__main__':`). A worker leaves Ctrl-C to its parent (one interruption, not one per
+worker) and ends within a second of its parent's end, even a killed one. A task function must be
+importable at module level; its arguments and result are pickled. At most one chunk per worker and
+one more are in flight, so the memory of pending chunks and results stays bounded.
 
 The number of workers is the number of cores this process may use, or the environment variable
 GENRE_JAX_DATA_WORKERS (1: everything in this process). Results do not depend on it (tested).
@@ -16,10 +18,9 @@ GENRE_JAX_DATA_WORKERS (1: everything in this process). Results do not depend on
 
 from collections.abc import Callable, Iterator, Sequence
 import collections
-import concurrent.futures
 import contextlib
-import multiprocessing
 import os
+import signal
 import threading
 import time
 
@@ -27,7 +28,7 @@ from genre_jax import errors
 
 ENV = 'GENRE_JAX_DATA_WORKERS'
 CHUNK_SIZE = 20_000  # Texts a task.
-MIN_TEXTS = 100_000  # Fewer texts are tokenised in this process (starting workers costs ~0.3 s).
+MIN_TEXTS = 100_000  # Fewer texts are tokenised in this process (starting workers costs ~0.5 s).
 
 
 def count() -> int:
@@ -42,25 +43,26 @@ def count() -> int:
 
 
 @contextlib.contextmanager
-def pool(n_texts: int) -> Iterator[concurrent.futures.ProcessPoolExecutor | None]:
-  """Worker processes for work on `n_texts` texts; None (work in this process) when there are
-  fewer than `MIN_TEXTS` or only one worker. Pending work is cancelled when the block fails."""
+def pool(n_texts: int) -> Iterator[object | None]:
+  """Worker processes (a `loky.ProcessPoolExecutor`) for work on `n_texts` texts; None (work in
+  this process) when there are fewer than `MIN_TEXTS` or only one worker. The workers end with
+  the block; pending work is cancelled when it fails."""
   workers = count()
   if workers < 2 or n_texts < MIN_TEXTS:
     yield None
     return
-  executor = concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=multiprocessing.get_context('spawn'), initializer=_end_with_parent,
-      initargs=(os.getpid(),))
+  import loky
+  executor = loky.ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid(),))
   try:
     yield executor
   finally:
-    executor.shutdown(wait=True, cancel_futures=True)
+    executor.shutdown(wait=True, kill_workers=True)
 
 
-def _end_with_parent(parent: int) -> None:
-  """In a worker: ends it within a second of its parent's end (a killed parent leaves no
-  workers behind, which would otherwise wait for work for ever)."""
+def _start_worker(parent: int) -> None:
+  """In a worker: Ctrl-C is left to the parent, and the worker ends within a second of its
+  parent's end (a killed parent leaves no workers behind waiting for work for ever)."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
   def watch():
     while os.getppid() == parent:
@@ -70,8 +72,8 @@ def _end_with_parent(parent: int) -> None:
   threading.Thread(target=watch, daemon=True).start()
 
 
-def map_chunks(pool: concurrent.futures.ProcessPoolExecutor | None, fn: Callable,
-               texts: Sequence[str], args: tuple = (), chunk_size: int | None = None) -> Iterator:
+def map_chunks(pool, fn: Callable, texts: Sequence[str], args: tuple = (),
+               chunk_size: int | None = None) -> Iterator:
   """`fn(chunk, *args)` for consecutive chunks of `texts`, results in order; in the workers of
   `pool`, else here; `chunk_size` texts a chunk (default `CHUNK_SIZE`)."""
   chunk_size = chunk_size or CHUNK_SIZE
@@ -79,6 +81,7 @@ def map_chunks(pool: concurrent.futures.ProcessPoolExecutor | None, fn: Callable
   if pool is None:
     yield from (fn(chunk, *args) for chunk in chunks)
     return
+  import loky
   pending = collections.deque()
   try:
     for chunk in chunks:
@@ -87,7 +90,10 @@ def map_chunks(pool: concurrent.futures.ProcessPoolExecutor | None, fn: Callable
         yield pending.popleft().result()
     while pending:
       yield pending.popleft().result()
-  except concurrent.futures.process.BrokenProcessPool as e:
+  except loky.process_executor.BrokenProcessPool as e:
     raise errors.GenreJaxError(
-        f'a tokenising worker process died ({e}); if memory is short, set {ENV}=1 to tokenise '
-        'in this process.') from None
+        f'a tokenising worker process died ({str(e).splitlines()[0]}); if memory is short, set '
+        f'{ENV}=1 to tokenise in this process.') from None
+  finally:
+    for future in pending:
+      future.cancel()
