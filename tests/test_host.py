@@ -1,11 +1,13 @@
 """host.keep_freed_memory: freed blocks stay in the process (no page faults when reused);
-host.release_freed_memory hands them back."""
+host.release_freed_memory hands them back; host.cyclic_gc_paused."""
 
 import platform
 import subprocess
 import sys
 
 import pytest
+
+from genre_jax import host
 
 # Allocates and frees a 32 MB array ten times and prints the minor page faults per allocation.
 _PROBE = '''
@@ -79,3 +81,19 @@ def test_release_freed_memory_is_a_no_op_without_glibc(monkeypatch):
   from genre_jax import host
   monkeypatch.setattr(platform, 'libc_ver', lambda: ('', ''))
   assert host.release_freed_memory() is False
+
+
+def test_cyclic_gc_paused_restores_the_collector_and_pauses_prepare(monkeypatch, tmp_path):
+  import gc
+  from genre_jax.data import pipeline, splits
+  from tests import test_data_pipeline
+  for before in (True, False):
+    (gc.enable if before else gc.disable)()
+    with host.cyclic_gc_paused():
+      assert not gc.isenabled()
+    assert gc.isenabled() == before
+  gc.enable()
+  seen, split = [], splits.split_indices
+  monkeypatch.setattr(splits, 'split_indices', lambda *a: seen.append(gc.isenabled()) or split(*a))
+  pipeline.prepare(test_data_pipeline.data_config(test_data_pipeline.write_csv(tmp_path / 'm.csv')))
+  assert seen == [False] and gc.isenabled()

@@ -103,6 +103,7 @@ def load(data_config) -> tuple[pd.DataFrame, dict]:
   return loaded
 
 
+@host.cyclic_gc_paused()
 def prepare(data_config, tokenizer_factory: Callable[[Sequence[str]], object] | None = None,
             split: dict[str, Sequence[str]] | None = None,
             encode: Sequence[str] = splits.SPLITS) -> PreparedData:
