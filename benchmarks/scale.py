@@ -113,14 +113,14 @@ def timed_stages(times: dict[str, float], peaks: dict[str, int]) -> None:
 
 
 def watch_workers() -> list[int]:
-  """The peak resident memory (bytes) of each worker of every process pool, read from
-  /proc/PID/status (VmHWM) as the pool shuts down; filled in as pools end. (A spawned child's
+  """The peak resident memory (bytes) of each worker of every tokenising pool (`loky`), read
+  from /proc/PID/status (VmHWM) as the pool shuts down; filled in as pools end. (A child's
   `ru_maxrss` would start from its parent's, which exec does not reset.)"""
-  import concurrent.futures
-  peaks, shutdown = [], concurrent.futures.ProcessPoolExecutor.shutdown
+  import loky
+  peaks, shutdown = [], loky.ProcessPoolExecutor.shutdown
 
   def measured(self, *args, **kwargs):
-    for pid in list(getattr(self, '_processes', None) or {}):
+    for pid in list(self._processes):
       try:
         status = pathlib.Path(f'/proc/{pid}/status').read_text()
       except OSError:
@@ -129,7 +129,7 @@ def watch_workers() -> list[int]:
                    if line.startswith('VmHWM:'))
     return shutdown(self, *args, **kwargs)
 
-  concurrent.futures.ProcessPoolExecutor.shutdown = measured
+  loky.ProcessPoolExecutor.shutdown = measured
   return peaks
 
 
