@@ -507,9 +507,9 @@ def scale_section(r) -> str:
       'Synthetic data built from the TMDB file (fresh ids, perturbed words); each size in a '
       'fresh process: `pipeline.prepare` of the whole file with '
       'configs/default.py\'s data section (seconds per stage), its peak RSS, then the tuned '
-      'CNN\'s train step on that data. From 100,000 rows the texts are tokenised by worker '
-      'processes, one per core (`genre_jax.data.workers`); their memory is not in the peak RSS '
-      'column but beside it. An idle Python process holds '
+      'CNN\'s train step on that data. From 100,000 kept records the texts are tokenised by '
+      'worker processes, one per core (`genre_jax.data.workers`); their memory is not in the '
+      'peak RSS column but beside it. An idle Python process holds '
       f'{r["idle_python_rss_bytes"] / 1e6:.0f} MB.', '',
       scale.table(sizes), '',
       f'- {one_m["rows"]:,} rows prepared in ≤ {targets["prepare_seconds_1m"]:.0f} s: '
@@ -523,7 +523,13 @@ def scale_section(r) -> str:
       + ', '.join(f'{s["rss_growth_bytes_per_row"]:.0f} B up to {s["rows"]:,}' for s in steps)
       + f'; what one row holds at {sizes[-1]["rows"]:,}: '
       + ', '.join(f'{k.replace("_", " ")} {v / sizes[-1]["rows"]:.0f} B'
-                  for k, v in sizes[-1].get('memory_parts', {}).items()) + ').', ''])
+                  for k, v in sizes[-1].get('memory_parts', {}).items()) + ').',
+      f'- the largest size, {sizes[-1]["rows"]:,} rows: peak RSS '
+      f'{sizes[-1]["peak_rss_bytes"] / 1e9:.2f} GB'
+      + (f' plus {sizes[-1]["data_workers"]} workers of '
+         f'{sizes[-1]["worker_peak_rss_bytes"] / 1e9:.2f} GB'
+         if sizes[-1].get('data_workers', 1) > 1 else '')
+      + f', on a machine of {m.get("memory_bytes", 0) / 2**30:.0f} GiB.', ''])
 
 
 def distill_section(r) -> str:
