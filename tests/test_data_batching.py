@@ -84,3 +84,19 @@ def test_unpadded_final_batch():
   batches = run_epoch(make_arrays(), shuffle=False, bucket_by_length=False, pad_final=False)
   assert [len(b['index']) for b in batches] == [16] * 6 + [7]
   assert all(b['mask'].all() for b in batches)
+
+
+@pytest.mark.parametrize('bucket', [False, True])
+def test_each_part_holds_only_its_block_of_every_global_batch(bucket):
+  arrays = make_arrays()
+  whole = run_epoch(arrays, bucket_by_length=bucket)
+  parts = [run_epoch(arrays, bucket_by_length=bucket, part=(p, 4)) for p in range(4)]
+  assert all(len(p) == len(whole) for p in parts)
+  for i, batch in enumerate(whole):
+    for key, value in batch.items():
+      blocks = [p[i][key] for p in parts]
+      if key == 'index':  # The global batch's rows, in every part.
+        assert all(np.array_equal(b, value) for b in blocks)
+        continue
+      assert all(len(b) == 4 for b in blocks)  # b = B / P rows each, built from those rows only.
+      np.testing.assert_array_equal(np.concatenate(blocks), value)
