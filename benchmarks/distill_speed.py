@@ -28,7 +28,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'benchmarks' / 'distill_speed_results.json'
-# Issue targets: the distilled CNN scores >= 4,000 synopses/s and >= 10x its teacher.
+# The targets: the distilled CNN scores >= 4,000 synopses/s and >= 10x its teacher.
 TARGETS = {'cnn_synopses_per_second': 4000.0, 'speedup_over_teacher': 10.0}
 
 

@@ -119,7 +119,7 @@ def markdown(r):
     lines += [f'- PyTorch: eager on CUDA, TF32 matmuls allowed '
               f'(`torch.set_float32_matmul_precision("high")`) as {xla} allows them for float32 '
               f'by default; genre_jax: {xla}, one device.',
-              '- The targets of the issue are for a 2-core CPU; on this machine the same '
+              '- The targets are set for a 2-core CPU; on this machine the same '
               'thresholds are shown for comparison only.']
   if compiled:
     backends = sorted({c.get('compile_backend', 'inductor') for c in compiled})
@@ -380,8 +380,8 @@ def markdown(r):
   # ---- Targets -------------------------------------------------------------------------------
   lines += ['', '## Targets', '']
   if misses and backend != 'cpu':
-    lines += ['The thresholds of the CPU targets, for comparison only (the issue sets no GPU '
-              'targets); below them on this machine:', ''] + [f'- {x}' for x in misses]
+    lines += ['The thresholds of the CPU targets, for comparison only (no GPU targets are set '
+              'here); below them on this machine:', ''] + [f'- {x}' for x in misses]
   elif misses:
     lines += ['Missed in this run:', ''] + [f'- {x}' for x in misses]
   else:
