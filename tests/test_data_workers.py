@@ -105,10 +105,7 @@ def test_workers_end_with_a_killed_parent():
   finally:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-  deadline = time.monotonic() + 30
-  while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-    time.sleep(0.2)
-  assert not any(_alive(p) for p in pids)
+  assert _all_end(pids)
 
 
 def test_a_script_without_a_main_guard_runs_once(tmp_path):
@@ -138,7 +135,15 @@ def test_ctrl_c_interrupts_once_and_stops_the_workers():
   finally:
     proc.kill()
   assert proc.returncode != 0 and stderr.count('KeyboardInterrupt') == 1, stderr
-  assert not any(_alive(p) for p in pids)
+  assert _all_end(pids)
+
+
+def _all_end(pids: list[int], seconds: float = 30.0) -> bool:
+  """Whether every process of `pids` has ended within `seconds`."""
+  deadline = time.monotonic() + seconds
+  while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  return not any(_alive(p) for p in pids)
 
 
 def _alive(pid: int) -> bool:

@@ -32,10 +32,12 @@ MIN_TEXTS = 100_000  # Fewer texts are tokenised in this process (starting worke
 
 
 def count() -> int:
-  """The number of worker processes: GENRE_JAX_DATA_WORKERS, else this process's cores."""
+  """The number of worker processes: GENRE_JAX_DATA_WORKERS, else the cores this process may
+  use (`loky.cpu_count`: its CPU affinity and any container quota)."""
   value = os.environ.get(ENV)
   if value is None:
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    import loky
+    return loky.cpu_count()
   if not value.strip().isdigit() or int(value) < 1:
     raise errors.GenreJaxError(f'the environment variable {ENV}={value!r} must be a whole number '
                                'of processes, at least 1 (1: tokenise in this process).')
