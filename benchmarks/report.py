@@ -528,7 +528,7 @@ def scale_section(r) -> str:
       f'{sizes[-1]["peak_rss_bytes"] / 1e9:.2f} GB'
       + (f' plus {sizes[-1]["data_workers"]} workers of '
          f'{sizes[-1]["worker_peak_rss_bytes"] / 1e9:.2f} GB'
-         if sizes[-1].get('data_workers', 1) > 1 else '')
+         if sizes[-1].get('data_workers', 0) > 1 else '')
       + f', on a machine of {m.get("memory_bytes", 0) / 2**30:.0f} GiB.', ''])
 
 

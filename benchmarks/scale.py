@@ -149,7 +149,7 @@ def prepare_and_train(spec: dict) -> dict:
   data = pipeline.prepare(data_config)
   out['prepare_seconds'] = time.perf_counter() - t
   out['peak_rss_bytes'] = peak_rss_bytes()
-  out['data_workers'] = workers.count() if len(data.records) >= workers.MIN_TEXTS else 1
+  out['data_workers'] = workers.size(len(data.records))
   out['worker_peak_rss_bytes'] = max(worker_peaks, default=0)
   stages['other'] = out['prepare_seconds'] - sum(stages.values())
   out.update(kept=data.report['kept'], vocab_size=data.tokenizer.vocab_size,
@@ -253,7 +253,7 @@ def table(rows: list[dict]) -> str:
         + f' | {r["peak_rss_bytes"] / 1e9:.2f} | '
         + ('' if growth is None else f'{growth:.0f} B') + ' | '
         + (f'{r["data_workers"]}: {r["worker_peak_rss_bytes"] / 1e9:.2f}'
-           if r.get('data_workers', 1) > 1 else 'none') + ' | '
+           if r.get('data_workers', 0) > 1 else 'none') + ' | '
         + ('' if train is None else f'{train:,.0f}') + ' |')
   return '\n'.join(lines)
 

@@ -54,9 +54,11 @@ def test_word_tokenizer_fit_and_encode_in_workers(two_workers):
 
 def test_no_pool_for_few_texts_or_one_worker(monkeypatch):
   monkeypatch.setenv(workers.ENV, '4')
+  assert (workers.size(workers.MIN_TEXTS - 1), workers.size(workers.MIN_TEXTS)) == (0, 4)
   with workers.pool(workers.MIN_TEXTS - 1) as pool:
     assert pool is None
   monkeypatch.setenv(workers.ENV, '1')
+  assert workers.size(10 * workers.MIN_TEXTS) == 0
   with workers.pool(10 * workers.MIN_TEXTS) as pool:
     assert pool is None
 

@@ -28,7 +28,7 @@ from genre_jax import errors
 
 ENV = 'GENRE_JAX_DATA_WORKERS'
 CHUNK_SIZE = 20_000  # Texts a task.
-MIN_TEXTS = 100_000  # Fewer texts are tokenised in this process (starting workers costs ~0.5 s).
+MIN_TEXTS = 100_000  # Fewer texts are tokenised in this process (workers would not pay off).
 
 
 def count() -> int:
@@ -44,13 +44,19 @@ def count() -> int:
   return int(value)
 
 
+def size(n_texts: int) -> int:
+  """How many workers `pool(n_texts)` starts: 0 (none) below `MIN_TEXTS` texts or one core."""
+  workers = count()
+  return workers if workers > 1 and n_texts >= MIN_TEXTS else 0
+
+
 @contextlib.contextmanager
 def pool(n_texts: int) -> Iterator[object | None]:
   """Worker processes (a `loky.ProcessPoolExecutor`) for work on `n_texts` texts; None (work in
   this process) when there are fewer than `MIN_TEXTS` or only one worker. The workers end with
   the block; pending work is cancelled when it fails."""
-  workers = count()
-  if workers < 2 or n_texts < MIN_TEXTS:
+  workers = size(n_texts)
+  if not workers:
     yield None
     return
   import loky
